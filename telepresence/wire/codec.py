@@ -40,14 +40,10 @@ def encode_into(
     return HEADER_SIZE + body
 
 
-def encode(
-    message: object, *, stream: int, session: int, seq: int, send_time_ns: int
-) -> bytearray:
+def encode(message: object, *, stream: int, session: int, seq: int, send_time_ns: int) -> bytearray:
     """Encode one message as a datagram."""
     buf = bytearray(encoded_size(message))
-    encode_into(
-        buf, message, stream=stream, session=session, seq=seq, send_time_ns=send_time_ns
-    )
+    encode_into(buf, message, stream=stream, session=session, seq=seq, send_time_ns=send_time_ns)
     return buf
 
 
@@ -56,7 +52,7 @@ def decode(data: Buffer) -> Datagram:
 
     Array fields of the result are read-only views of `data`: no payload is copied.
     """
-    header, length = Header.parse(data)
+    header, _ = Header.parse(data)
     body = memoryview(data)[HEADER_SIZE:]
     try:
         message = BODY_CODECS[header.type].parse(body)

@@ -35,8 +35,8 @@ __all__ = [
     "Counters",
     "Heartbeat",
     "Message",
-    "Role",
     "RobotMode",
+    "Role",
     "Telemetry",
     "codec_for",
 ]
@@ -148,7 +148,7 @@ T = TypeVar("T")
 _ARRAY = struct.Struct("<HBB")
 _F4 = np.dtype("<f4")
 _F8 = np.dtype("<f8")
-_ELEMENT = {4: _F4, 8: _F8}
+_ELEMENT: dict[int, np.dtype[Any]] = {4: _F4, 8: _F8}
 
 
 def _array_size(a: FloatArray | None) -> int:
@@ -160,14 +160,14 @@ def _array_size(a: FloatArray | None) -> int:
 def _pack_array(a: FloatArray, buf: bytearray, off: int) -> int:
     if a.ndim != 1:
         raise LocalProtocolError(f"arrays must be one-dimensional, got shape {a.shape}")
-    n = a.shape[0]
+    n = int(a.shape[0])
     if n > 0xFFFF:
         raise LocalProtocolError(f"array length is invalid: {n} > 65535")
     dtype = _F4 if a.dtype == _F4 else _F8
     _ARRAY.pack_into(buf, off, n, dtype.itemsize, 0)
     off += _ARRAY.size
     np.frombuffer(buf, dtype=dtype, count=n, offset=off)[:] = a
-    return off + n * dtype.itemsize
+    return off + n * int(dtype.itemsize)
 
 
 def _parse_array(view: Buffer, off: int) -> tuple[FloatArray, int]:
@@ -448,7 +448,8 @@ class TelemetryCodec(_FixedCodec[Telemetry]):
         return Telemetry(
             mode=robot_mode, command_stream=stream, command_seq=seq, command_sent_ns=sent,
             received_ns=rcv, decoded_ns=dec, applied_ns=app, actuated_ns=act,
-            actuated_known=bool(flags & TELEMETRY_ACTUATED_KNOWN), counters=Counters(**dict(zip(Counters.FIELDS, counters, strict=True))),
+            actuated_known=bool(flags & TELEMETRY_ACTUATED_KNOWN),
+            counters=Counters(**dict(zip(Counters.FIELDS, counters, strict=True))),
         )  # fmt: skip
 
 
