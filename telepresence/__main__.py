@@ -1,0 +1,5 @@
+import sys
+
+from telepresence.cli import main
+
+sys.exit(main())

@@ -1,0 +1,165 @@
+"""Asyncio adapters that run the robot endpoint and the operator station on real UDP sockets.
+
+Each wires a sans-IO core to a `UdpEndpoint` and a `PreciseTicker`: datagrams go into the core
+as they arrive, the ticker calls the core's tick at the control rate, and whatever the core
+queued is sent straight away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from telepresence.aio import PreciseTicker
+from telepresence.endpoint import RobotCore
+from telepresence.exceptions import TelepresenceError
+from telepresence.station import StationCore
+from telepresence.udp import open_udp
+
+__all__ = ["RobotUnreachable", "run_station", "serve_robot"]
+
+log = logging.getLogger(__name__)
+
+
+class RobotUnreachable(TelepresenceError):
+    """No robot answered the station's heartbeats in time."""
+
+
+class _Lateness:
+    """How late control ticks ran, kept in a preallocated ring (µs percentiles on demand)."""
+
+    def __init__(self, size: int = 1 << 16) -> None:
+        self._ns = np.zeros(size, dtype=np.int64)
+        self._n = 0
+
+    def add(self, ns: int) -> None:
+        self._ns[self._n % self._ns.size] = ns
+        self._n += 1
+
+    def summary(self) -> dict[str, float | int | None]:
+        data = self._ns[: min(self._n, self._ns.size)] / 1e3
+        if not data.size:
+            return {"ticks": 0, "p50_us": None, "p99_us": None, "max_us": None}
+        p50, p99 = np.percentile(data, (50, 99))
+        return {"ticks": self._n, "p50_us": round(float(p50), 1), "p99_us": round(float(p99), 1),
+                "max_us": round(float(data.max()), 1)}  # fmt: skip
+
+
+async def _wait(stop: asyncio.Event, duration: float | None) -> None:
+    if duration is None:
+        await stop.wait()
+    else:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration)
+
+
+async def serve_robot(
+    core: RobotCore,
+    *,
+    local: tuple[str, int] | None = None,
+    sock: socket.socket | None = None,
+    duration: float | None = None,
+    stop: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """Run the robot endpoint until `stop` is set or `duration` seconds pass; return status."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    udp = await open_udp(core.receive_datagram, local=local, sock=sock)
+    assert udp.transport is not None
+    address = udp.transport.get_extra_info("sockname")
+    core.start(time.monotonic_ns())
+    lateness = _Lateness()
+
+    def on_tick(tick_ns: int) -> None:
+        now = time.monotonic_ns()
+        lateness.add(now - tick_ns)
+        core.tick(now)
+        for data, addr in core.datagrams_to_send():
+            udp.send(data, addr)
+
+    period = round(1e9 / core.config.control_rate_hz)
+    ticker = PreciseTicker(loop, period, on_tick, name="control-loop")
+    log.info("robot endpoint %s listening on %s:%s at %g Hz", core.manifest.robot_id,
+             address[0], address[1], core.config.control_rate_hz)  # fmt: skip
+    ticker.start()
+    try:
+        await _wait(stop, duration)
+    finally:
+        ticker.stop()
+        await asyncio.sleep(0)  # let a tick already handed to the loop run first
+        core.close()
+        udp.transport.close()
+    return {
+        "address": f"{address[0]}:{address[1]}",
+        **core.status(),
+        "tick_lateness": lateness.summary(),
+        "tick_overruns": ticker.overruns,
+        "handler_errors": udp.handler_errors,
+    }
+
+
+async def run_station(
+    core: StationCore,
+    remote: tuple[str, int],
+    *,
+    duration: float | None,
+    stop: asyncio.Event | None = None,
+    wait_for_robot_s: float = 5.0,
+    grace_s: float = 0.2,
+) -> dict[str, Any]:
+    """Connect to a robot, drive it for `duration` seconds (or until `stop`), return the
+    summary. Raises `RobotUnreachable` if no robot answers within `wait_for_robot_s`."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    udp = await open_udp(lambda data, addr, now: core.receive_datagram(data, now), remote=remote)
+    assert udp.transport is not None
+
+    async def heartbeats() -> None:
+        period = 1.0 / core.config.heartbeat_rate_hz
+        while True:
+            udp.send(core.heartbeat(time.monotonic_ns()))
+            await asyncio.sleep(period)
+
+    beat = asyncio.create_task(heartbeats())
+    ticker: PreciseTicker | None = None
+    try:
+        deadline = loop.time() + wait_for_robot_s
+        while core.robot is None:
+            if loop.time() > deadline:
+                raise RobotUnreachable(
+                    f"no answer from a robot at {remote[0]}:{remote[1]} within "
+                    f"{wait_for_robot_s:g} s: is `telepresence robot` running there, and can "
+                    "UDP reach it?"
+                )
+            if stop.is_set():
+                return core.summary()
+            await asyncio.sleep(0.005)
+        log.info("robot answered from %s:%s; driving at %g Hz", remote[0], remote[1],
+                 core.config.control_rate_hz)  # fmt: skip
+
+        def on_tick(tick_ns: int) -> None:
+            data = core.tick(time.monotonic_ns())
+            if data is not None:
+                udp.send(data)
+
+        period = round(1e9 / core.config.control_rate_hz)
+        ticker = PreciseTicker(loop, period, on_tick, name="station-loop")
+        ticker.start()
+        await _wait(stop, duration)
+        ticker.stop()
+        beat.cancel()
+        await asyncio.sleep(grace_s)  # the robot's last telemetry is still on its way
+    finally:
+        if ticker is not None:
+            ticker.stop()
+        beat.cancel()
+        if core.input is not None:
+            core.input.close()
+        udp.transport.close()
+    return core.summary()

@@ -1,0 +1,315 @@
+"""The ``telepresence`` command: demo, robot, station, drivers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from robots import plugins
+from robots.exceptions import RobotsError
+from telepresence import options
+from telepresence.aio import LOOP_CHOICES, loop_factory
+from telepresence.apps import RobotUnreachable, run_station, serve_robot
+from telepresence.endpoint import EndpointConfig, RobotCore
+from telepresence.exceptions import TelepresenceError
+from telepresence.inputs import INPUT_GROUP, InputSource, RobotView
+from telepresence.profiler import format_report
+from telepresence.station import StationConfig, StationCore
+from telepresence.udp import parse_hostport
+
+__all__ = ["main"]
+
+log = logging.getLogger("telepresence")
+
+EPILOG_ROBOT = """examples:
+  telepresence robot --driver sim-arm --listen 0.0.0.0:7000
+  telepresence robot --driver sim-arm --driver-config actuation_delay_ms=5 --rate 1khz
+"""
+EPILOG_STATION = """examples:
+  telepresence station --connect 192.0.2.10:7000
+  telepresence station --connect 127.0.0.1:7000 --input script --input-option amplitude=0.5
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loop", choices=LOOP_CHOICES, default="auto",
+                   help="event loop: uvloop when installed (default), or the standard asyncio "
+                        "loop (drops most datagrams above ~50k/s)")  # fmt: skip
+    p.add_argument("--log-level", default="info",
+                   choices=("debug", "info", "warning", "error"), help="default: %(default)s")  # fmt: skip
+    p.add_argument("--json", metavar="FILE", type=Path,
+                   help="also write the result as JSON to FILE ('-' for stdout)")  # fmt: skip
+
+
+def _add_robot_timing(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rate", type=options.positive_rate, default=500.0, metavar="HZ",
+                   help="control loop rate (default: 500)")  # fmt: skip
+    p.add_argument("--hold-after", type=options.duration, default=0.050, metavar="DURATION",
+                   help="no valid command for this long: the robot holds (default: 50ms)")  # fmt: skip
+    p.add_argument("--stop-after", type=options.duration, default=0.500, metavar="DURATION",
+                   help="no valid command for this long: the robot stops (default: 500ms)")  # fmt: skip
+    p.add_argument("--max-age", type=options.duration, default=0.050, metavar="DURATION",
+                   help="a command older than this when the control tick comes is stale and "
+                        "dropped (default: 50ms)")  # fmt: skip
+    p.add_argument("--telemetry-rate", type=options.positive_rate, default=100.0, metavar="HZ",
+                   help="state and telemetry datagrams per second (default: 100)")  # fmt: skip
+    p.add_argument("--driver-config", action="append", metavar="KEY=VALUE",
+                   help="set a driver config field (repeatable); `telepresence drivers` lists "
+                        "each driver's fields")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="telepresence",
+        description="Avatar teleoperation runtime: drive a remote robot over UDP and see where "
+        "every microsecond of the loop goes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Start with `telepresence demo`. Each command has its own --help.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = sub.add_parser(
+        "demo", help="run a simulated arm and a station on loopback and print the latency table",
+        description="Start a robot endpoint (sim-arm) in a child process and a station with "
+        "scripted input in this one, on loopback; drive the arm for --duration seconds and "
+        "print the per-stage latency table (network / compute / device) and the counters.",
+    )  # fmt: skip
+    demo.add_argument("--duration", type=options.seconds, default=5.0, metavar="SECONDS",
+                      help="how long to drive the arm (default: 5)")  # fmt: skip
+    demo.add_argument("--driver", default="sim-arm",
+                      help="driver plugin for the robot (default: sim-arm)")  # fmt: skip
+    _add_robot_timing(demo)
+    _add_common(demo)
+    demo.set_defaults(func=cmd_demo, log_level_default="warning")
+
+    robot = sub.add_parser(
+        "robot", help="run a robot endpoint", epilog=EPILOG_ROBOT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a robot endpoint: receive commands over UDP, apply the freshest valid "
+        "one every control tick, hold and then stop when commands stop, and send state and "
+        "telemetry to the station in control. Stops on Ctrl-C or after --duration.",
+    )  # fmt: skip
+    robot.add_argument("--driver", default="sim-arm",
+                       help="driver plugin name (default: sim-arm; see `telepresence drivers`)")  # fmt: skip
+    where = robot.add_mutually_exclusive_group()
+    where.add_argument("--listen", default="0.0.0.0:7000", metavar="HOST:PORT",
+                       help="UDP address to listen on (default: 0.0.0.0:7000)")  # fmt: skip
+    where.add_argument("--listen-fd", type=int, metavar="FD",
+                       help="use an already bound UDP socket passed as file descriptor FD")  # fmt: skip
+    robot.add_argument("--duration", type=options.seconds, metavar="SECONDS",
+                       help="stop after this long (default: run until interrupted)")  # fmt: skip
+    _add_robot_timing(robot)
+    _add_common(robot)
+    robot.set_defaults(func=cmd_robot)
+
+    station = sub.add_parser(
+        "station", help="drive a robot endpoint from an input source", epilog=EPILOG_STATION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Connect to a robot endpoint over UDP, send commands from an input source at "
+        "the control rate, collect telemetry and print the latency table and counters.",
+    )  # fmt: skip
+    station.add_argument("--connect", required=True, metavar="HOST:PORT",
+                         help="the robot endpoint's UDP address")  # fmt: skip
+    station.add_argument("--input", default="script",
+                         help="input source plugin (default: script, a scripted trajectory)")  # fmt: skip
+    station.add_argument("--input-option", action="append", metavar="KEY=VALUE",
+                         help="option for the input source (repeatable); script takes "
+                              "amplitude, period, speed, turn")  # fmt: skip
+    station.add_argument("--rate", type=options.positive_rate, default=500.0, metavar="HZ",
+                         help="commands per second (default: 500)")  # fmt: skip
+    station.add_argument("--duration", type=options.seconds, default=10.0, metavar="SECONDS",
+                         help="how long to drive (default: 10)")  # fmt: skip
+    station.add_argument("--clock", choices=("estimate", "shared"), default="estimate",
+                         help="robot clock: 'estimate' its offset from the telemetry (default), "
+                              "or 'shared' when both run on one host")  # fmt: skip
+    station.add_argument("--wait", type=options.seconds, default=5.0, metavar="SECONDS",
+                         help="how long to wait for the robot to answer (default: 5)")  # fmt: skip
+    _add_common(station)
+    station.set_defaults(func=cmd_station)
+
+    drivers = sub.add_parser(
+        "drivers", help="list installed driver plugins and their manifests",
+        description="List the driver plugins installed under the entry-point group "
+        "telepresence.robots, with their manifests and config fields; plugins that fail to load "
+        "are listed with their error.",
+    )  # fmt: skip
+    drivers.add_argument("--json", action="store_true", help="print JSON instead of text")
+    drivers.set_defaults(func=cmd_drivers)
+    return parser
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is None:
+        return
+    text = json.dumps(data, indent=2) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+    else:
+        path.write_text(text)
+
+
+def _run(main: Callable[[asyncio.Event], Any], loop_kind: str) -> Any:
+    """Run `main(stop)` on the chosen loop; SIGINT/SIGTERM set `stop`."""
+    factory, name = loop_factory(loop_kind)
+
+    async def wrapper() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        return await main(stop)
+
+    log.debug("event loop: %s", name)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(wrapper())
+
+
+def _endpoint_config(args: argparse.Namespace) -> EndpointConfig:
+    return EndpointConfig(
+        control_rate_hz=args.rate, hold_after_s=args.hold_after, stop_after_s=args.stop_after,
+        max_command_age_s=args.max_age, telemetry_rate_hz=args.telemetry_rate,
+    )  # fmt: skip
+
+
+def _input_factory(name: str, opts: dict[str, str]) -> Callable[[RobotView, int], InputSource]:
+    cls = plugins.load(INPUT_GROUP, name)
+    if not (isinstance(cls, type) and issubclass(cls, InputSource)):
+        raise TelepresenceError(f"input plugin {name!r} is not an InputSource subclass")
+    return lambda robot, now: cls(robot, opts, now)
+
+
+def _format_counters(summary: dict[str, Any]) -> str:
+    st = summary["station"]
+    lines = [
+        f"  station: sent {st['commands_sent']} commands + {st['heartbeats_sent']} heartbeats; "
+        f"received {st['telemetry']} telemetry (lost {st['telemetry_lost']}), "
+        f"malformed {st['malformed']}, duplicate {st['duplicate']}, stale {st['stale']}"
+    ]
+    robot = summary["robot"]
+    if robot:
+        lines.append("  robot:   " + ", ".join(f"{k} {v}" for k, v in robot.items()))
+    loss = summary["uplink_loss"]
+    if loss is not None:
+        lines.append(f"  uplink loss (station -> robot): {loss * 100:.2f} %")
+    if summary["robot_mode"]:
+        lines.append(f"  robot mode at the end: {summary['robot_mode']}")
+    return "\n".join(lines)
+
+
+def print_summary(title: str, summary: dict[str, Any]) -> None:
+    print(title)
+    print()
+    print(format_report(summary["latency"]))
+    print()
+    print(_format_counters(summary))
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def cmd_robot(args: argparse.Namespace) -> int:
+    driver = plugins.create_driver(args.driver, options.key_values(args.driver_config,
+                                                                   option="--driver-config"))  # fmt: skip
+    core = RobotCore(driver, _endpoint_config(args), clock=time.monotonic_ns)
+    sock = None
+    local = None
+    if args.listen_fd is not None:
+        sock = socket.socket(fileno=args.listen_fd)
+    else:
+        local = parse_hostport(args.listen, what="--listen")
+
+    status = _run(lambda stop: serve_robot(core, local=local, sock=sock, duration=args.duration,
+                                           stop=stop), args.loop)  # fmt: skip
+    print(f"robot {core.manifest.robot_id} ({args.driver}) on {status['address']}: "
+          f"mode {status['mode']}")  # fmt: skip
+    print("  " + ", ".join(f"{k} {v}" for k, v in status["counters"].items()))
+    lat = status["tick_lateness"]
+    if lat["ticks"]:
+        print(f"  control ticks {lat['ticks']}, late by p50 {lat['p50_us']} µs, "
+              f"p99 {lat['p99_us']} µs, max {lat['max_us']} µs; overruns {status['tick_overruns']}")  # fmt: skip
+    _write_json(args.json, status)
+    return 0
+
+
+def _station(args: argparse.Namespace, remote: tuple[str, int], clock_offset: int | None,
+             duration: float) -> dict[str, Any]:  # fmt: skip
+    make_input = _input_factory(args.input, options.key_values(
+        getattr(args, "input_option", None), option="--input-option"))  # fmt: skip
+    config = StationConfig(control_rate_hz=args.rate, clock_offset_ns=clock_offset)
+    core = StationCore(config, make_input, clock=time.monotonic_ns)
+    result: dict[str, Any] = _run(
+        lambda stop: run_station(core, remote, duration=duration, stop=stop,
+                                 wait_for_robot_s=getattr(args, "wait", 5.0)), args.loop)  # fmt: skip
+    return result
+
+
+def cmd_station(args: argparse.Namespace) -> int:
+    remote = parse_hostport(args.connect, what="--connect")
+    summary = _station(args, remote, 0 if args.clock == "shared" else None, args.duration)
+    summary["robot_address"] = args.connect
+    print_summary(f"station -> {args.connect}: {args.duration:g} s at {args.rate:g} Hz", summary)
+    _write_json(args.json, summary)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from telepresence.demo import run_demo
+
+    return run_demo(args, _station, print_summary, _write_json)
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    data = plugins.describe_drivers()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    if not data["drivers"]:
+        print("no driver plugins installed (entry-point group telepresence.robots)")
+    for d in data["drivers"]:
+        m = d["manifest"]
+        dist = f"{d['distribution']} {d['version'] or ''}".strip() if d["distribution"] else "?"
+        print(f"{d['name']}  ({d['entry_point']}, from {dist})")
+        print(f"  robot {m['robot_id']}: {m['kind']}, modes {', '.join(m['control_modes'])}, "
+              f"{len(m['joints'])} joints, control rate {m['control_rate_hz']:g} Hz")  # fmt: skip
+        if m["sensors"]:
+            print("  sensors: " + ", ".join(f"{s['name']} ({s['kind']})" for s in m["sensors"]))
+        for f in d["config"]:
+            print(f"  --driver-config {f['name']}={f['default']}  ({f['type']}) {f['doc']}")
+    for e in data["errors"]:
+        print(f"{e['name']}  FAILED TO LOAD ({e['entry_point']}): {e['error']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = getattr(args, "log_level", "info")
+    if getattr(args, "log_level_default", None) and "--log-level" not in (argv or sys.argv):
+        level = args.log_level_default
+    _setup_logging(level)
+    try:
+        return int(args.func(args))
+    except (TelepresenceError, RobotsError, ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"telepresence {args.command}: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, RobotUnreachable) else 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,341 @@
+"""The robot endpoint's core: admits commands, runs the control tick, reports telemetry (sans-IO).
+
+Design: datagrams are fed in with `receive_datagram(data, addr, now)`; the control loop calls
+`tick(now)` at the control rate; whatever must be sent is collected from `datagrams_to_send()`.
+The core never touches a socket or reads the time itself, except through the `clock` it is
+given, used only to stamp "decoded" and "applied" inside one call.
+
+Receive path (per datagram): decode (malformed -> counted, dropped) -> session check (only the
+session in control is heard; another may take control when the robot is not ACTIVE) -> sequence
+window (duplicates, and for commands anything not newer than the newest, are dropped) -> command
+guard (NaN/inf, sizes, mode -> rejected; out-of-limits values clamped) -> the pending slot
+(latest wins: a command still pending when a newer one arrives is superseded).
+
+Tick: the pending command, if not older than the age limit, feeds the deadman; in ACTIVE mode it
+is applied; entering HOLDING or STOPPED calls the driver's hold or stop. Then the driver is read,
+and at the telemetry rate the state and a TELEMETRY report go to the session in control.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from robots.api import Command, Driver, RobotState
+from robots.exceptions import InvalidCommand
+from robots.limits import CommandGuard
+from telepresence.deadman import Deadman
+from telepresence.exceptions import ConfigError, DecodeError
+from telepresence.seqwindow import SeqVerdict, SequenceWindow
+from telepresence.streams import Stream
+from telepresence.wire import (
+    COMMAND_TYPES,
+    Counters,
+    Header,
+    MessageType,
+    RobotMode,
+    Telemetry,
+    decode,
+    encode,
+)
+
+__all__ = ["EndpointConfig", "RobotCore"]
+
+log = logging.getLogger(__name__)
+
+Address = Any  # whatever the transport uses (a (host, port) tuple for UDP)
+
+
+@dataclass(kw_only=True)
+class EndpointConfig:
+    """Timing of the robot endpoint."""
+
+    control_rate_hz: float = 500.0
+    """Control loop rate: how often the freshest command is applied (1-10000 Hz)."""
+    hold_after_s: float = 0.050
+    """No valid command for this long: the driver holds (> 0)."""
+    stop_after_s: float = 0.500
+    """No valid command for this long: the driver stops (>= hold_after_s)."""
+    max_command_age_s: float = 0.050
+    """A command that waited longer than this since it arrived is stale, never applied (> 0)."""
+    telemetry_rate_hz: float = 100.0
+    """Rate of state and TELEMETRY datagrams to the station in control (0.1-10000 Hz)."""
+    sender_clock_offset_ns: int | None = None
+    """Our clock minus the station's, when known (0 on one host): then a command's age also
+    counts its time on the network, from its send time."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.control_rate_hz <= 10_000:
+            raise ConfigError(f"control rate must be 1-10000 Hz, got {self.control_rate_hz:g}")
+        if not 0.1 <= self.telemetry_rate_hz <= 10_000:
+            raise ConfigError(
+                f"telemetry rate must be 0.1-10000 Hz, got {self.telemetry_rate_hz:g}"
+            )
+        if not self.max_command_age_s > 0:
+            raise ConfigError(f"max command age must be > 0 s, got {self.max_command_age_s:g}")
+        # hold/stop are checked by Deadman with a message naming both options.
+        Deadman(round(self.hold_after_s * 1e9), round(self.stop_after_s * 1e9))
+
+
+@dataclass(slots=True)
+class _Pending:
+    command: Command
+    header: Header
+    received_ns: int
+    decoded_ns: int
+    clamped: bool
+
+
+@dataclass(slots=True)
+class _Stamps:
+    stream: int
+    seq: int
+    sent_ns: int
+    received_ns: int
+    decoded_ns: int
+    applied_ns: int
+
+
+_HISTORY = 256  # applied commands remembered while waiting for their actuation report
+
+
+class RobotCore:
+    """Sans-IO robot endpoint around one driver."""
+
+    def __init__(
+        self, driver: Driver, config: EndpointConfig, *, clock: Callable[[], int]
+    ) -> None:
+        self.driver = driver
+        self.config = config
+        self.manifest = driver.manifest
+        self.counters = Counters()
+        self.driver_errors = 0
+        self.deadman = Deadman(round(config.hold_after_s * 1e9), round(config.stop_after_s * 1e9))
+        self._clock = clock
+        self._guard = CommandGuard(self.manifest)
+        self._max_age_ns = round(config.max_command_age_s * 1e9)
+        self._telemetry_period_ns = round(1e9 / config.telemetry_rate_hz)
+        self._next_telemetry = 0
+        self._session: int | None = None
+        self._peer: Address | None = None
+        self._windows: dict[int, SequenceWindow] = {}
+        self._pending: _Pending | None = None
+        self._applied: dict[int, _Stamps] = {}
+        self._next_ref = 1
+        self._report: tuple[_Stamps, int, bool] | None = None
+        self._state: RobotState | None = None
+        self._outbox: list[tuple[bytes | bytearray, Address]] = []
+        self._seq = dict.fromkeys(Stream, 0)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self, now: int) -> None:
+        """Connect the driver; the robot starts STOPPED until the first valid command."""
+        self.driver.connect(now)
+        self._state = self.driver.read(now)
+
+    def close(self) -> None:
+        try:
+            if self.driver.is_connected:
+                self.driver.stop(self._clock())
+        finally:
+            self.driver.close()
+
+    @property
+    def mode(self) -> RobotMode:
+        return self.deadman.mode
+
+    @property
+    def session(self) -> int | None:
+        """The session in control (or last in control)."""
+        return self._session
+
+    @property
+    def peer(self) -> Address | None:
+        """Where telemetry goes: the latest address of the session in control."""
+        return self._peer
+
+    # -- receive path ---------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: int) -> None:
+        """Feed one received datagram (arrival time `now`). Never raises for bad input."""
+        c = self.counters
+        c.received += 1
+        try:
+            header, message = decode(data)
+        except DecodeError as exc:
+            c.malformed += 1
+            log.debug("malformed datagram from %s: %s", addr, exc)
+            return
+        mtype = header.type
+        is_command = mtype in COMMAND_TYPES
+        if not (is_command or mtype is MessageType.HEARTBEAT):
+            c.dropped += 1
+            return
+        if header.session != self._session:
+            if self._session is not None and self.deadman.mode is RobotMode.ACTIVE:
+                c.dropped += 1  # another session is in control
+                return
+            self._take_control(header.session, addr)
+        window = self._windows.get(header.stream)
+        if window is None:
+            window = self._windows[header.stream] = SequenceWindow()
+        verdict = window.accept(header.seq)
+        if verdict is SeqVerdict.DUPLICATE:
+            c.duplicate += 1
+            return
+        if verdict is not SeqVerdict.NEWEST and (is_command or verdict is SeqVerdict.TOO_OLD):
+            c.stale += 1
+            return
+        self._peer = addr
+        if not is_command:
+            return
+        try:
+            command, clamped = self._guard.check(message)
+        except InvalidCommand as exc:
+            c.rejected += 1
+            log.debug("rejected command %d: %s", header.seq, exc)
+            return
+        if self._pending is not None:
+            c.superseded += 1
+        self._pending = _Pending(command, header, now, self._clock(), clamped)
+
+    def _take_control(self, session: int, addr: Address) -> None:
+        if self._session is not None:
+            log.info("session %08x takes control (was %08x)", session, self._session)
+        else:
+            log.info("session %08x takes control from %s", session, addr)
+        self._session = session
+        self._peer = addr
+        self._windows.clear()
+        self._applied.clear()
+        self._report = None
+        if self._pending is not None:
+            self.counters.superseded += 1
+            self._pending = None
+
+    # -- control tick ---------------------------------------------------------------------
+
+    def tick(self, now: int) -> None:
+        """One control period: apply the freshest valid command, run the deadman, read state,
+        and queue telemetry when it is due."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            age = now - pending.received_ns
+            offset = self.config.sender_clock_offset_ns
+            if offset is not None:
+                age = max(age, now - (pending.header.send_time_ns + offset))
+            if age >= self._max_age_ns:
+                self.counters.stale += 1
+                pending = None
+            else:
+                self.deadman.feed(pending.received_ns)
+        change = self.deadman.poll(now)
+        if pending is not None:
+            if self.deadman.mode is RobotMode.ACTIVE:
+                self._apply(pending, now)
+            else:
+                self.counters.stale += 1
+        if change is RobotMode.HOLDING:
+            log.info("no valid command for %.0f ms: holding", self.config.hold_after_s * 1e3)
+            self._call_driver(self.driver.hold, now)
+        elif change is RobotMode.STOPPED:
+            log.info("no valid command for %.0f ms: stopping", self.config.stop_after_s * 1e3)
+            self._call_driver(self.driver.stop, now)
+        elif change is RobotMode.ACTIVE:
+            log.info("commands arriving: active")
+        try:
+            self._state = self.driver.read(now)
+        except Exception:
+            self.driver_errors += 1
+            log.exception("driver %s: read failed", type(self.driver).__name__)
+        else:
+            self._note_actuation(self._state)
+        if now >= self._next_telemetry:
+            self._next_telemetry = max(self._next_telemetry + self._telemetry_period_ns, now)
+            if self._peer is not None:
+                self._queue_telemetry(now)
+
+    def _apply(self, p: _Pending, now: int) -> None:
+        ref = self._next_ref
+        self._next_ref += 1
+        p.command.ref = ref
+        try:
+            self.driver.apply(p.command, now)
+        except Exception:
+            self.driver_errors += 1
+            log.exception("driver %s: apply failed; holding", type(self.driver).__name__)
+            self._call_driver(self.driver.hold, now)
+            return
+        applied = self._clock()
+        c = self.counters
+        c.applied += 1
+        if p.clamped:
+            c.clamped += 1
+        h = p.header
+        stamps = _Stamps(h.stream, h.seq, h.send_time_ns, p.received_ns, p.decoded_ns, applied)
+        self._applied[ref] = stamps
+        if len(self._applied) > _HISTORY:
+            del self._applied[next(iter(self._applied))]
+        self._report = (stamps, applied, False)  # until the driver reports the actuation
+
+    def _note_actuation(self, state: RobotState) -> None:
+        ref = state.actuated_ref
+        if ref is None or state.actuated_ns is None:
+            return
+        stamps = self._applied.get(ref)
+        if stamps is None:
+            return
+        for old in [r for r in self._applied if r < ref]:
+            del self._applied[old]
+        self._report = (stamps, state.actuated_ns, True)
+
+    def _call_driver(self, method: Callable[[int], None], now: int) -> None:
+        try:
+            method(now)
+        except Exception:
+            self.driver_errors += 1
+            log.exception("driver %s: %s failed", type(self.driver).__name__, method.__name__)
+
+    # -- send path ------------------------------------------------------------------------
+
+    def _send(self, message: object, stream: Stream, now: int) -> None:
+        assert self._session is not None and self._peer is not None
+        self._seq[stream] += 1
+        data = encode(
+            message, stream=stream, session=self._session, seq=self._seq[stream], send_time_ns=now
+        )
+        self._outbox.append((data, self._peer))
+
+    def _queue_telemetry(self, now: int) -> None:
+        state = self._state
+        if state is not None:
+            if state.joints is not None:
+                self._send(state.joints, Stream.JOINT_STATE, now)
+            if state.base is not None:
+                self._send(state.base, Stream.BASE_STATE, now)
+            for wrench in state.wrenches[-1:]:
+                self._send(wrench, Stream.FORCE_TORQUE, now)
+        t = Telemetry(mode=self.deadman.mode, counters=self.counters)
+        if self._report is not None:
+            s, actuated, known = self._report
+            t.command_stream, t.command_seq, t.command_sent_ns = s.stream, s.seq, s.sent_ns
+            t.received_ns, t.decoded_ns, t.applied_ns = s.received_ns, s.decoded_ns, s.applied_ns
+            t.actuated_ns, t.actuated_known = actuated, known
+        self._send(t, Stream.TELEMETRY, self._clock())
+
+    def datagrams_to_send(self) -> list[tuple[bytes | bytearray, Address]]:
+        """Datagrams queued since the last call, with their destination."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """JSON-ready counters and state."""
+        return {
+            "mode": self.deadman.mode.name.lower(),
+            "session": self._session,
+            "counters": self.counters.as_dict(),
+            "driver_errors": self.driver_errors,
+        }

@@ -1,0 +1,214 @@
+"""The operator station's core: samples input, sends commands, profiles telemetry (sans-IO).
+
+Design: the station first sends heartbeats (`heartbeat(now)`) until the robot answers with a
+state datagram, which tells it what the robot is (`RobotView`); then the input source is made,
+and every control tick `tick(now)` returns one encoded command. Received datagrams go to
+`receive_datagram(data, now)`: state updates the view, TELEMETRY gives one latency sample for
+each newly reported command, and a clock-offset exchange (t1 command sent, t2 received by the
+robot, t3 telemetry sent, t4 telemetry received).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from robots.api import BaseState, JointState
+from telepresence.clocksync import OffsetEstimator
+from telepresence.exceptions import ConfigError, DecodeError
+from telepresence.inputs import InputSource, RobotView
+from telepresence.profiler import LatencyProfile
+from telepresence.seqwindow import SeqVerdict, SequenceWindow
+from telepresence.streams import Stream
+from telepresence.wire import Heartbeat, MessageType, Role, Telemetry, decode, encode
+
+__all__ = ["StationConfig", "StationCore"]
+
+log = logging.getLogger(__name__)
+
+_RING = 1 << 16  # commands remembered for matching telemetry (131 s at 500 Hz)
+
+InputFactory = Callable[[RobotView, int], InputSource]
+
+
+@dataclass(kw_only=True)
+class StationConfig:
+    """Settings of the operator station."""
+
+    control_rate_hz: float = 500.0
+    """Commands per second (1-10000 Hz)."""
+    heartbeat_rate_hz: float = 10.0
+    """Heartbeats per second (0.1-1000 Hz); they keep telemetry coming while idle."""
+    session: int | None = None
+    """Session id (a random non-zero u32 when None)."""
+    clock_offset_ns: int | None = None
+    """Robot clock minus station clock, when known (0 on one host); None: estimate it."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.control_rate_hz <= 10_000:
+            raise ConfigError(f"control rate must be 1-10000 Hz, got {self.control_rate_hz:g}")
+        if not 0.1 <= self.heartbeat_rate_hz <= 1000:
+            raise ConfigError(
+                f"heartbeat rate must be 0.1-1000 Hz, got {self.heartbeat_rate_hz:g}"
+            )
+        if self.session is not None and not 0 < self.session < 2**32:
+            raise ConfigError(f"session must be 1..2**32-1, got {self.session}")
+
+
+class StationCore:
+    """Sans-IO operator station."""
+
+    def __init__(
+        self, config: StationConfig, make_input: InputFactory, *, clock: Callable[[], int]
+    ) -> None:
+        self.config = config
+        self.session = config.session or (secrets.randbits(32) or 1)
+        self.robot: RobotView | None = None
+        self.input: InputSource | None = None
+        self.profile = LatencyProfile()
+        self.clock_offset = OffsetEstimator(fixed_offset_ns=config.clock_offset_ns)
+        self.last_telemetry: Telemetry | None = None
+        self.joints: JointState | None = None
+        self.base: BaseState | None = None
+        self.counters = {
+            "commands_sent": 0, "heartbeats_sent": 0, "received": 0, "malformed": 0,
+            "duplicate": 0, "stale": 0, "foreign": 0, "telemetry": 0,
+        }  # fmt: skip
+        self._make_input = make_input
+        self._clock = clock
+        self._seq = dict.fromkeys((Stream.COMMAND, Stream.STATION_HEARTBEAT), 0)
+        self._ring_seq = np.zeros(_RING, dtype=np.uint64)
+        self._ring_input = np.zeros(_RING, dtype=np.int64)
+        self._ring_sent = np.zeros(_RING, dtype=np.int64)
+        self._windows: dict[int, SequenceWindow] = {}
+        self._last_profiled = 0
+        self._first_telemetry_seq: int | None = None
+
+    # -- send ------------------------------------------------------------------------------
+
+    def heartbeat(self, now: int) -> bytearray:
+        """One encoded heartbeat datagram."""
+        self._seq[Stream.STATION_HEARTBEAT] += 1
+        self.counters["heartbeats_sent"] += 1
+        return encode(
+            Heartbeat(role=Role.STATION),
+            stream=Stream.STATION_HEARTBEAT,
+            session=self.session,
+            seq=self._seq[Stream.STATION_HEARTBEAT],
+            send_time_ns=now,
+        )
+
+    def tick(self, now: int) -> bytearray | None:
+        """Sample the input and return the command datagram, or None (robot not yet known,
+        or the input has nothing to send)."""
+        if self.robot is None:
+            return None
+        if self.input is None:
+            self.input = self._make_input(self.robot, now)
+        command = self.input.sample(now)
+        if command is None:
+            return None
+        seq = self._seq[Stream.COMMAND] = self._seq[Stream.COMMAND] + 1
+        sent = self._clock()
+        data = encode(command, stream=Stream.COMMAND, session=self.session, seq=seq,
+                      send_time_ns=sent)  # fmt: skip
+        i = seq & (_RING - 1)
+        self._ring_seq[i] = seq
+        self._ring_input[i] = now
+        self._ring_sent[i] = sent
+        self.counters["commands_sent"] += 1
+        return data
+
+    # -- receive ---------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, now: int) -> None:
+        """Feed one datagram from the robot (arrival time `now`). Never raises for bad input."""
+        c = self.counters
+        c["received"] += 1
+        try:
+            header, message = decode(data)
+        except DecodeError as exc:
+            c["malformed"] += 1
+            log.debug("malformed datagram: %s", exc)
+            return
+        if header.session != self.session:
+            c["foreign"] += 1
+            return
+        window = self._windows.setdefault(header.stream, SequenceWindow())
+        verdict = window.accept(header.seq)
+        if verdict is SeqVerdict.DUPLICATE:
+            c["duplicate"] += 1
+            return
+        if verdict is SeqVerdict.TOO_OLD:
+            c["stale"] += 1
+            return
+        mtype = header.type
+        if mtype is MessageType.TELEMETRY:
+            self._on_telemetry(message, header.seq, header.send_time_ns, now)
+        elif mtype is MessageType.JOINT_STATE:
+            self.joints = message
+            if self.robot is None:
+                self.robot = RobotView(joints=_copy_joints(message))
+        elif mtype is MessageType.BASE_STATE:
+            self.base = message
+            if self.robot is None:
+                self.robot = RobotView(base=message)
+
+    def _on_telemetry(self, t: Telemetry, seq: int, sent: int, now: int) -> None:
+        self.counters["telemetry"] += 1
+        if self._first_telemetry_seq is None:
+            self._first_telemetry_seq = seq
+        self.last_telemetry = t
+        self.profile.add_downlink(sent, now)
+        if not t.command_seq or t.command_seq <= self._last_profiled:
+            return
+        i = t.command_seq & (_RING - 1)
+        if int(self._ring_seq[i]) != t.command_seq or self._ring_sent[i] != t.command_sent_ns:
+            return  # not one of ours any more (ring wrapped, or another run's session)
+        self._last_profiled = t.command_seq
+        self.clock_offset.add(int(self._ring_sent[i]), t.received_ns, sent, now)
+        self.profile.add_command(
+            input_ns=int(self._ring_input[i]), sent_ns=int(self._ring_sent[i]),
+            received_ns=t.received_ns, decoded_ns=t.decoded_ns, applied_ns=t.applied_ns,
+            actuated_ns=t.actuated_ns,
+        )  # fmt: skip
+
+    # -- summary ---------------------------------------------------------------------------
+
+    @property
+    def telemetry_lost(self) -> int:
+        """Telemetry datagrams missing from the sequence (sent by the robot, never received)."""
+        w = self._windows.get(Stream.TELEMETRY)
+        if w is None or self._first_telemetry_seq is None:
+            return 0
+        return max(0, w.highest - self._first_telemetry_seq + 1 - self.counters["telemetry"])
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready result: latency profile, station and robot counters, loss."""
+        offset = self.clock_offset.offset_ns or 0
+        robot = self.last_telemetry.counters.as_dict() if self.last_telemetry else None
+        sent = self.counters["commands_sent"] + self.counters["heartbeats_sent"]
+        received = robot["received"] if robot else 0
+        return {
+            "session": f"{self.session:08x}",
+            "latency": self.profile.report(offset, self.clock_offset.uncertainty_ns),
+            "station": dict(self.counters, telemetry_lost=self.telemetry_lost),
+            "robot": robot,
+            "robot_mode": self.last_telemetry.mode.name.lower() if self.last_telemetry else None,
+            "uplink_loss": None if robot is None or not sent else max(0, sent - received) / sent,
+        }
+
+
+def _copy_joints(j: JointState) -> JointState:
+    """Detach a received state from its datagram buffer."""
+    return JointState(
+        positions=np.array(j.positions, dtype=np.float64),
+        velocities=None if j.velocities is None else np.array(j.velocities, dtype=np.float64),
+        efforts=None if j.efforts is None else np.array(j.efforts, dtype=np.float64),
+        gripper=j.gripper,
+    )

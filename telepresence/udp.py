@@ -1,0 +1,99 @@
+"""Thin asyncio UDP adapter: feeds received datagrams, with their arrival time, to a core.
+
+The protocol object holds no protocol logic. `datagram_received` stamps the arrival with
+`time.monotonic_ns()` and calls the handler; a handler that raises is logged and counted, and
+the endpoint keeps running (a malformed datagram must never stop it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["UdpEndpoint", "open_udp", "parse_hostport"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[bytes, Any, int], None]
+
+RECV_BUFFER = 4 * 1024 * 1024
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """Datagram protocol that hands every datagram to `handler(data, addr, now_ns)`."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.transport: asyncio.DatagramTransport | None = None
+        self.handler_errors = 0
+        self.socket_errors = 0
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        now = time.monotonic_ns()
+        try:
+            self.handler(data, addr, now)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("datagram handler failed (datagram dropped)")
+
+    def error_received(self, exc: Exception) -> None:
+        # e.g. ICMP port unreachable after the peer went away: not fatal for a datagram socket.
+        self.socket_errors += 1
+        log.debug("socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+    def send(self, data: bytes | bytearray, addr: Any = None) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(data, addr)
+
+
+def parse_hostport(text: str, *, what: str) -> tuple[str, int]:
+    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6) with an error naming the option."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{what} must be HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"{what}: port {port!r} is not a number") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"{what}: port {number} is out of range 0-65535")
+    return host, number
+
+
+async def open_udp(
+    handler: Handler,
+    *,
+    local: tuple[str, int] | None = None,
+    remote: tuple[str, int] | None = None,
+    sock: socket.socket | None = None,
+) -> UdpEndpoint:
+    """Open a UDP endpoint bound to `local` and/or connected to `remote` (or on `sock`)."""
+    loop = asyncio.get_running_loop()
+    if sock is None:
+        family = socket.AF_INET6 if ":" in ((local or remote or ("",))[0]) else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if local is not None:
+            sock.bind(local)
+        if remote is not None:
+            sock.connect(remote)
+    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
+    except OSError:
+        log.debug("could not enlarge the receive buffer")
+    _, protocol = await loop.create_datagram_endpoint(lambda: UdpEndpoint(handler), sock=sock)
+    return protocol
