@@ -369,6 +369,11 @@ class Driver(ABC):
     config_class: ClassVar[type[DriverConfig]] = DriverConfig
     """The dataclass the endpoint builds from ``--driver-config KEY=VALUE`` options."""
 
+    reports_actuation: ClassVar[bool] = False
+    """Set True if `read()` fills `RobotState.actuated_ref`/`actuated_ns`: the endpoint then
+    reports each command once the driver says it reached the actuators. Left False, the apply
+    time is reported as the actuation time (no device latency is measured)."""
+
     def __init__(self, config: DriverConfig | None = None) -> None:
         self.config = config if config is not None else self.config_class()
 

@@ -3,7 +3,9 @@
 Design: datagrams are fed in with `receive_datagram(data, addr, now)`; the control loop calls
 `tick(now)` at the control rate; whatever must be sent is collected from `datagrams_to_send()`.
 The core never touches a socket or reads the time itself, except through the `clock` it is
-given, used only to stamp "decoded" and "applied" inside one call.
+given, used only to stamp "decoded" (after decoding, inside the receive call) and the send time
+of telemetry. A command counts as applied at the `now` of the tick that hands it to the driver,
+the same time the driver is given, so device time is measured on the driver's own timeline.
 
 Receive path (per datagram): decode (malformed -> counted, dropped) -> session check (only the
 session in control is heard; another may take control when the robot is not ACTIVE) -> sequence
@@ -115,6 +117,7 @@ class RobotCore:
         self.deadman = Deadman(round(config.hold_after_s * 1e9), round(config.stop_after_s * 1e9))
         self._clock = clock
         self._guard = CommandGuard(self.manifest)
+        self._reports_actuation = type(driver).reports_actuation
         self._max_age_ns = round(config.max_command_age_s * 1e9)
         self._telemetry_period_ns = round(1e9 / config.telemetry_rate_hz)
         self._next_telemetry = 0
@@ -254,7 +257,9 @@ class RobotCore:
         else:
             self._note_actuation(self._state)
         if now >= self._next_telemetry:
-            self._next_telemetry = max(self._next_telemetry + self._telemetry_period_ns, now)
+            self._next_telemetry += self._telemetry_period_ns
+            if self._next_telemetry <= now:  # first report, or fell behind: restart the cadence
+                self._next_telemetry = now + self._telemetry_period_ns
             if self._peer is not None:
                 self._queue_telemetry(now)
 
@@ -269,7 +274,7 @@ class RobotCore:
             log.exception("driver %s: apply failed; holding", type(self.driver).__name__)
             self._call_driver(self.driver.hold, now)
             return
-        applied = self._clock()
+        applied = now  # the driver's timeline: the command was applied at the tick's `now`
         c = self.counters
         c.applied += 1
         if p.clamped:
@@ -279,7 +284,8 @@ class RobotCore:
         self._applied[ref] = stamps
         if len(self._applied) > _HISTORY:
             del self._applied[next(iter(self._applied))]
-        self._report = (stamps, applied, False)  # until the driver reports the actuation
+        if not self._reports_actuation:
+            self._report = (stamps, applied, False)
 
     def _note_actuation(self, state: RobotState) -> None:
         ref = state.actuated_ref

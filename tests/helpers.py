@@ -1,0 +1,113 @@
+"""Shared test helpers: a hand-driven clock and a driver that records what it is asked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from robots.api import (
+    Command,
+    ControlMode,
+    Driver,
+    GripperSpec,
+    JointCommand,
+    JointSpec,
+    JointState,
+    Manifest,
+    RobotState,
+)
+
+MS = 1_000_000
+
+
+class HandClock:
+    """Monotonic ns clock moved by hand; each call may advance by `step` (to make stamps differ)."""
+
+    def __init__(self, start: int = 1_000_000_000, step: int = 0) -> None:
+        self.now = start
+        self.step = step
+
+    def __call__(self) -> int:
+        self.now += self.step
+        return self.now
+
+    def advance(self, ns: int) -> int:
+        self.now += ns
+        return self.now
+
+
+class RecordingDriver(Driver):
+    """Two joints in [-1, 1] and a gripper; remembers every call; actuation after `delay_ns`."""
+
+    reports_actuation = True
+
+    def __init__(self, delay_ns: int = 0, fail_apply: bool = False) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, int]] = []
+        self.applied: list[Command] = []
+        self.delay_ns = delay_ns
+        self.fail_apply = fail_apply
+        self.connected = False
+        self.positions = np.zeros(2)
+        self._pending: list[tuple[int, int]] = []
+        self._actuated: tuple[int, int] | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        return Manifest(
+            robot_id="rec-0",
+            kind="arm",
+            control_modes=(ControlMode.JOINT_POSITION,),
+            control_rate_hz=500,
+            joints=(
+                JointSpec(name="a", lower=-1, upper=1, max_velocity=2),
+                JointSpec(name="b", lower=-1, upper=1, max_velocity=2),
+            ),
+            gripper=GripperSpec(),
+        )
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connected
+
+    def connect(self, now_ns: int) -> None:
+        self.calls.append(("connect", now_ns))
+        self.connected = True
+
+    def apply(self, command: Command, now_ns: int) -> None:
+        self.calls.append(("apply", now_ns))
+        if self.fail_apply:
+            raise RuntimeError("bus error")
+        assert isinstance(command, JointCommand)
+        self.applied.append(command)
+        self.positions = np.array(command.positions)
+        self._pending.append((command.ref, now_ns + self.delay_ns))
+
+    def read(self, now_ns: int) -> RobotState:
+        while self._pending and self._pending[0][1] <= now_ns:
+            self._actuated = self._pending.pop(0)
+        ref, at = self._actuated if self._actuated else (None, None)
+        return RobotState(
+            time_ns=now_ns,
+            joints=JointState(positions=self.positions.copy(), gripper=0.5),
+            actuated_ref=ref,
+            actuated_ns=at,
+        )
+
+    def hold(self, now_ns: int) -> None:
+        self.calls.append(("hold", now_ns))
+
+    def stop(self, now_ns: int) -> None:
+        self.calls.append(("stop", now_ns))
+
+    def close(self) -> None:
+        self.calls.append(("close", 0))
+        self.connected = False
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+def joint_command(*positions: float, gripper: float | None = None, **kw: Any) -> JointCommand:
+    return JointCommand(positions=np.array(positions, dtype=np.float64), gripper=gripper, **kw)

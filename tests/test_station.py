@@ -1,0 +1,140 @@
+"""Station and robot cores pumped against each other through a hand-made network."""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import MS, HandClock, RecordingDriver
+
+from telepresence.endpoint import EndpointConfig, RobotCore
+from telepresence.inputs import RobotView, ScriptedInput
+from telepresence.station import StationConfig, StationCore
+
+ROBOT_ADDR = ("robot", 1)
+STATION_ADDR = ("station", 1)
+
+
+class FakeNet:
+    """Delivers datagrams after fixed one-way delays, in time order; can drop by predicate."""
+
+    def __init__(self, up_ns: int, down_ns: int) -> None:
+        self.up_ns, self.down_ns = up_ns, down_ns
+        self.queue: list[tuple[int, int, str, bytes]] = []
+        self.n = 0
+        self.cut = False
+
+    def send(self, to: str, data: bytes, now: int) -> None:
+        if self.cut:
+            return
+        self.n += 1
+        delay = self.up_ns if to == "robot" else self.down_ns
+        heapq.heappush(self.queue, (now + delay, self.n, to, bytes(data)))
+
+    def due(self, now: int) -> list[tuple[int, str, bytes]]:
+        out = []
+        while self.queue and self.queue[0][0] <= now:
+            t, _, to, data = heapq.heappop(self.queue)
+            out.append((t, to, data))
+        return out
+
+
+def run(
+    *, up: int, down: int, robot_offset: int, fixed_offset: int | None, ms: int = 400,
+    actuation: int = 4 * MS,
+) -> tuple[StationCore, RobotCore, RecordingDriver]:  # fmt: skip
+    st_clock = HandClock(start=10**12)
+    rb_clock = HandClock(start=10**12 + robot_offset)
+    driver = RecordingDriver(delay_ns=actuation)
+    robot = RobotCore(driver, EndpointConfig(control_rate_hz=1000, telemetry_rate_hz=1000),
+                      clock=rb_clock)  # fmt: skip
+    robot.start(rb_clock.now)
+    station = StationCore(
+        StationConfig(control_rate_hz=1000, clock_offset_ns=fixed_offset),
+        lambda view, now: ScriptedInput(view, {"amplitude": "0.2"}, now),
+        clock=st_clock,
+    )
+    net = FakeNet(up, down)
+    net.send("robot", station.heartbeat(st_clock.now), st_clock.now)
+    for _ in range(ms * 4):  # 250 µs steps
+        st_clock.advance(MS // 4)
+        rb_clock.advance(MS // 4)
+        for t, to, data in net.due(st_clock.now):
+            if to == "robot":
+                robot.receive_datagram(data, STATION_ADDR, t + robot_offset)
+            else:
+                station.receive_datagram(data, t)
+        if st_clock.now % MS == 0:
+            robot.tick(rb_clock.now)
+            for data, _addr in robot.datagrams_to_send():
+                net.send("station", data, st_clock.now)
+            out = station.tick(st_clock.now)
+            if out is not None:
+                net.send("robot", out, st_clock.now)
+    return station, robot, driver
+
+
+def test_stage_times_match_the_network_and_device() -> None:
+    station, robot, driver = run(up=3 * MS, down=2 * MS, robot_offset=0, fixed_offset=0)
+    s = station.profile.stage_samples(0)
+    n = station.profile.command_samples
+    assert n > 300
+    assert np.all(s["uplink"] == 3 * MS)
+    assert np.all(s["downlink"] == 2 * MS)
+    assert np.all(s["actuation"] == 4 * MS)
+    assert np.all(s["station"] == 0) and np.all(s["decode"] == 0)
+    assert np.all((s["control_wait"] >= 0) & (s["control_wait"] < MS))
+    assert np.all(s["total"] == s["network"] + s["compute"] + s["device"])
+    summary = station.summary()
+    assert summary["latency"]["stages"]["uplink"]["p50_us"] == 3000.0
+    # the last telemetry left the robot 2 ms (the downlink) before the run ended
+    assert 0 <= len(driver.applied) - summary["robot"]["applied"] <= 3
+    assert summary["station"]["telemetry_lost"] == 0
+
+
+def test_clock_offset_is_estimated_across_hosts() -> None:
+    offset = 5_000_000_000  # robot clock is 5 s ahead
+    station, _, _ = run(up=3 * MS, down=3 * MS, robot_offset=offset, fixed_offset=None)
+    assert station.clock_offset.offset_ns == pytest.approx(offset, abs=MS // 4)
+    report: dict[str, Any] = station.summary()["latency"]
+    assert report["stages"]["uplink"]["p50_us"] == pytest.approx(3000, abs=300)
+
+
+def test_station_waits_for_robot_before_commanding() -> None:
+    clock = HandClock()
+    station = StationCore(StationConfig(), lambda v, n: ScriptedInput(v, {}, n), clock=clock)
+    assert station.tick(clock.now) is None
+    assert station.counters["commands_sent"] == 0
+
+
+def test_garbage_to_station_is_counted_not_raised() -> None:
+    clock = HandClock()
+    station = StationCore(StationConfig(), lambda v, n: ScriptedInput(v, {}, n), clock=clock)
+    for data in (b"", b"TP", b"\x00" * 64, bytes(range(200))):
+        station.receive_datagram(data, clock.now)
+    assert station.counters["malformed"] == 4
+
+
+def test_scripted_input_starts_at_current_pose() -> None:
+    from robots.api import JointState
+
+    start = np.array([0.1, -0.2, 0.3])
+    view = RobotView(joints=JointState(positions=start, gripper=0.0))
+    src = ScriptedInput(view, {"amplitude": "0.5", "period": "2"}, 0)
+    first = src.sample(0)
+    np.testing.assert_allclose(first.positions, start)  # type: ignore[union-attr]
+    later = src.sample(500 * MS)  # a quarter period
+    assert np.max(np.abs(later.positions - start)) > 0.1  # type: ignore[union-attr]
+    assert np.max(np.abs(later.positions - start)) <= 1.0 + 1e-9  # type: ignore[union-attr]
+
+
+def test_scripted_input_rejects_unknown_option() -> None:
+    from robots.api import JointState
+
+    from telepresence.exceptions import ConfigError
+
+    view = RobotView(joints=JointState(positions=np.zeros(2)))
+    with pytest.raises(ConfigError, match="amplitude, period, speed, turn"):
+        ScriptedInput(view, {"amplitud": "1"}, 0)
