@@ -64,13 +64,16 @@ def run_demo(
         sock.close()
         try:
             summary = station(args, ("127.0.0.1", port), 0, args.duration)
-        finally:
-            child.send_signal(signal.SIGINT)
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        except BaseException:
+            child.kill()  # the station failed: the robot has nothing to finish
+            child.wait()
+            raise
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
         if child.returncode != 0:
             print(f"telepresence demo: the robot process exited with {child.returncode}",
                   file=sys.stderr)  # fmt: skip

@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["UdpEndpoint", "open_udp", "parse_hostport"]
 
@@ -34,8 +34,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         now = time.monotonic_ns()
@@ -95,5 +94,8 @@ async def open_udp(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
     except OSError:
         log.debug("could not enlarge the receive buffer")
-    _, protocol = await loop.create_datagram_endpoint(lambda: UdpEndpoint(handler), sock=sock)
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: UdpEndpoint(handler), sock=sock
+    )
+    protocol.transport = transport  # uvloop may call connection_made only on the next turn
     return protocol
