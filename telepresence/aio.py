@@ -3,8 +3,9 @@
 Event-loop timers on Linux round to about 1 ms (epoll and libuv take millisecond timeouts; uvloop
 may even fire 0.5 ms early), too coarse for a 500 Hz-1 kHz control loop. `PreciseTicker` keeps
 the schedule in a helper thread that sleeps with nanosecond timer slack and wakes early by the
-wake-up latency it has learned (so it lands on the schedule, not ~50 µs after it), then hands each tick to the event loop with
-`call_soon_threadsafe`, so the tick runs on the loop thread like any other callback.
+wake-up latency it has learned (so it lands on the schedule, not ~50 µs after it), then hands
+each tick to the event loop with `call_soon_threadsafe`, so the tick runs on the loop thread like
+any other callback.
 """
 
 from __future__ import annotations

@@ -47,8 +47,12 @@ class _Lateness:
         if not data.size:
             return {"ticks": 0, "p50_us": None, "p99_us": None, "max_us": None}
         p50, p99 = np.percentile(data, (50, 99))
-        return {"ticks": self._n, "p50_us": round(float(p50), 1), "p99_us": round(float(p99), 1),
-                "max_us": round(float(data.max()), 1)}  # fmt: skip
+        return {
+            "ticks": self._n,
+            "p50_us": round(float(p50), 1),
+            "p99_us": round(float(p99), 1),
+            "max_us": round(float(data.max()), 1),
+        }
 
 
 async def _wait(stop: asyncio.Event, duration: float | None) -> None:
@@ -85,8 +89,13 @@ async def serve_robot(
 
     period = round(1e9 / core.config.control_rate_hz)
     ticker = PreciseTicker(loop, period, on_tick, name="control-loop")
-    log.info("robot endpoint %s listening on %s:%s at %g Hz", core.manifest.robot_id,
-             address[0], address[1], core.config.control_rate_hz)  # fmt: skip
+    log.info(
+        "robot endpoint %s listening on %s:%s at %g Hz",
+        core.manifest.robot_id,
+        address[0],
+        address[1],
+        core.config.control_rate_hz,
+    )
     ticker.start()
     try:
         await _wait(stop, duration)
@@ -140,8 +149,12 @@ async def run_station(
             if stop.is_set():
                 return core.summary()
             await asyncio.sleep(0.005)
-        log.info("robot answered from %s:%s; driving at %g Hz", remote[0], remote[1],
-                 core.config.control_rate_hz)  # fmt: skip
+        log.info(
+            "robot answered from %s:%s; driving at %g Hz",
+            remote[0],
+            remote[1],
+            core.config.control_rate_hz,
+        )
 
         def on_tick(tick_ns: int) -> None:
             data = core.tick(time.monotonic_ns())

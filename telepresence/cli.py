@@ -42,30 +42,71 @@ EPILOG_STATION = """examples:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--loop", choices=LOOP_CHOICES, default="auto",
-                   help="event loop: uvloop when installed (default), or the standard asyncio "
-                        "loop (drops most datagrams above ~50k/s)")  # fmt: skip
-    p.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error"), help="default: %(default)s")  # fmt: skip
-    p.add_argument("--json", metavar="FILE", type=Path,
-                   help="also write the result as JSON to FILE ('-' for stdout)")  # fmt: skip
+    p.add_argument(
+        "--loop",
+        choices=LOOP_CHOICES,
+        default="auto",
+        help="event loop: uvloop when installed (default), or the standard asyncio "
+        "loop (drops most datagrams above ~50k/s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="default: %(default)s",
+    )
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        type=Path,
+        help="also write the result as JSON to FILE ('-' for stdout)",
+    )
 
 
 def _add_robot_timing(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rate", type=options.positive_rate, default=500.0, metavar="HZ",
-                   help="control loop rate (default: 500)")  # fmt: skip
-    p.add_argument("--hold-after", type=options.duration, default=0.050, metavar="DURATION",
-                   help="no valid command for this long: the robot holds (default: 50ms)")  # fmt: skip
-    p.add_argument("--stop-after", type=options.duration, default=0.500, metavar="DURATION",
-                   help="no valid command for this long: the robot stops (default: 500ms)")  # fmt: skip
-    p.add_argument("--max-age", type=options.duration, default=0.050, metavar="DURATION",
-                   help="a command older than this when the control tick comes is stale and "
-                        "dropped (default: 50ms)")  # fmt: skip
-    p.add_argument("--telemetry-rate", type=options.positive_rate, default=100.0, metavar="HZ",
-                   help="state and telemetry datagrams per second (default: 100)")  # fmt: skip
-    p.add_argument("--driver-config", action="append", metavar="KEY=VALUE",
-                   help="set a driver config field (repeatable); `telepresence drivers` lists "
-                        "each driver's fields")  # fmt: skip
+    p.add_argument(
+        "--rate",
+        type=options.positive_rate,
+        default=500.0,
+        metavar="HZ",
+        help="control loop rate (default: 500)",
+    )
+    p.add_argument(
+        "--hold-after",
+        type=options.duration,
+        default=0.050,
+        metavar="DURATION",
+        help="no valid command for this long: the robot holds (default: 50ms)",
+    )
+    p.add_argument(
+        "--stop-after",
+        type=options.duration,
+        default=0.500,
+        metavar="DURATION",
+        help="no valid command for this long: the robot stops (default: 500ms)",
+    )
+    p.add_argument(
+        "--max-age",
+        type=options.duration,
+        default=0.050,
+        metavar="DURATION",
+        help="a command older than this when the control tick comes is stale and "
+        "dropped (default: 50ms)",
+    )
+    p.add_argument(
+        "--telemetry-rate",
+        type=options.positive_rate,
+        default=100.0,
+        metavar="HZ",
+        help="state and telemetry datagrams per second (default: 100)",
+    )
+    p.add_argument(
+        "--driver-config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="set a driver config field (repeatable); `telepresence drivers` lists "
+        "each driver's fields",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,70 +120,124 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     demo = sub.add_parser(
-        "demo", help="run a simulated arm and a station on loopback and print the latency table",
+        "demo",
+        help="run a simulated arm and a station on loopback and print the latency table",
         description="Start a robot endpoint (sim-arm) in a child process and a station with "
         "scripted input in this one, on loopback; drive the arm for --duration seconds and "
         "print the per-stage latency table (network / compute / device) and the counters.",
-    )  # fmt: skip
-    demo.add_argument("--duration", type=options.seconds, default=5.0, metavar="SECONDS",
-                      help="how long to drive the arm (default: 5)")  # fmt: skip
-    demo.add_argument("--driver", default="sim-arm",
-                      help="driver plugin for the robot (default: sim-arm)")  # fmt: skip
+    )
+    demo.add_argument(
+        "--duration",
+        type=options.seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to drive the arm (default: 5)",
+    )
+    demo.add_argument(
+        "--driver", default="sim-arm", help="driver plugin for the robot (default: sim-arm)"
+    )
     _add_robot_timing(demo)
     _add_common(demo)
     demo.set_defaults(func=cmd_demo, log_level_default="warning")
 
     robot = sub.add_parser(
-        "robot", help="run a robot endpoint", epilog=EPILOG_ROBOT,
+        "robot",
+        help="run a robot endpoint",
+        epilog=EPILOG_ROBOT,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a robot endpoint: receive commands over UDP, apply the freshest valid "
         "one every control tick, hold and then stop when commands stop, and send state and "
         "telemetry to the station in control. Stops on Ctrl-C or after --duration.",
-    )  # fmt: skip
-    robot.add_argument("--driver", default="sim-arm",
-                       help="driver plugin name (default: sim-arm; see `telepresence drivers`)")  # fmt: skip
+    )
+    robot.add_argument(
+        "--driver",
+        default="sim-arm",
+        help="driver plugin name (default: sim-arm; see `telepresence drivers`)",
+    )
     where = robot.add_mutually_exclusive_group()
-    where.add_argument("--listen", default="0.0.0.0:7000", metavar="HOST:PORT",
-                       help="UDP address to listen on (default: 0.0.0.0:7000)")  # fmt: skip
-    where.add_argument("--listen-fd", type=int, metavar="FD",
-                       help="use an already bound UDP socket passed as file descriptor FD")  # fmt: skip
-    robot.add_argument("--duration", type=options.seconds, metavar="SECONDS",
-                       help="stop after this long (default: run until interrupted)")  # fmt: skip
+    where.add_argument(
+        "--listen",
+        default="0.0.0.0:7000",
+        metavar="HOST:PORT",
+        help="UDP address to listen on (default: 0.0.0.0:7000)",
+    )
+    where.add_argument(
+        "--listen-fd",
+        type=int,
+        metavar="FD",
+        help="use an already bound UDP socket passed as file descriptor FD",
+    )
+    robot.add_argument(
+        "--duration",
+        type=options.seconds,
+        metavar="SECONDS",
+        help="stop after this long (default: run until interrupted)",
+    )
     _add_robot_timing(robot)
     _add_common(robot)
     robot.set_defaults(func=cmd_robot)
 
     station = sub.add_parser(
-        "station", help="drive a robot endpoint from an input source", epilog=EPILOG_STATION,
+        "station",
+        help="drive a robot endpoint from an input source",
+        epilog=EPILOG_STATION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Connect to a robot endpoint over UDP, send commands from an input source at "
         "the control rate, collect telemetry and print the latency table and counters.",
-    )  # fmt: skip
-    station.add_argument("--connect", required=True, metavar="HOST:PORT",
-                         help="the robot endpoint's UDP address")  # fmt: skip
-    station.add_argument("--input", default="script",
-                         help="input source plugin (default: script, a scripted trajectory)")  # fmt: skip
-    station.add_argument("--input-option", action="append", metavar="KEY=VALUE",
-                         help="option for the input source (repeatable); script takes "
-                              "amplitude, period, speed, turn")  # fmt: skip
-    station.add_argument("--rate", type=options.positive_rate, default=500.0, metavar="HZ",
-                         help="commands per second (default: 500)")  # fmt: skip
-    station.add_argument("--duration", type=options.seconds, default=10.0, metavar="SECONDS",
-                         help="how long to drive (default: 10)")  # fmt: skip
-    station.add_argument("--clock", choices=("estimate", "shared"), default="estimate",
-                         help="robot clock: 'estimate' its offset from the telemetry (default), "
-                              "or 'shared' when both run on one host")  # fmt: skip
-    station.add_argument("--wait", type=options.seconds, default=5.0, metavar="SECONDS",
-                         help="how long to wait for the robot to answer (default: 5)")  # fmt: skip
+    )
+    station.add_argument(
+        "--connect", required=True, metavar="HOST:PORT", help="the robot endpoint's UDP address"
+    )
+    station.add_argument(
+        "--input",
+        default="script",
+        help="input source plugin (default: script, a scripted trajectory)",
+    )
+    station.add_argument(
+        "--input-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for the input source (repeatable); script takes "
+        "amplitude, period, speed, turn",
+    )
+    station.add_argument(
+        "--rate",
+        type=options.positive_rate,
+        default=500.0,
+        metavar="HZ",
+        help="commands per second (default: 500)",
+    )
+    station.add_argument(
+        "--duration",
+        type=options.seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long to drive (default: 10)",
+    )
+    station.add_argument(
+        "--clock",
+        choices=("estimate", "shared"),
+        default="estimate",
+        help="robot clock: 'estimate' its offset from the telemetry (default), "
+        "or 'shared' when both run on one host",
+    )
+    station.add_argument(
+        "--wait",
+        type=options.seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for the robot to answer (default: 5)",
+    )
     _add_common(station)
     station.set_defaults(func=cmd_station)
 
     drivers = sub.add_parser(
-        "drivers", help="list installed driver plugins and their manifests",
+        "drivers",
+        help="list installed driver plugins and their manifests",
         description="List the driver plugins installed under the entry-point group "
         "telepresence.robots, with their manifests and config fields; plugins that fail to load "
         "are listed with their error.",
-    )  # fmt: skip
+    )
     drivers.add_argument("--json", action="store_true", help="print JSON instead of text")
     drivers.set_defaults(func=cmd_drivers)
     return parser
@@ -152,8 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
@@ -185,9 +283,12 @@ def _run(main: Callable[[asyncio.Event], Any], loop_kind: str) -> Any:
 
 def _endpoint_config(args: argparse.Namespace) -> EndpointConfig:
     return EndpointConfig(
-        control_rate_hz=args.rate, hold_after_s=args.hold_after, stop_after_s=args.stop_after,
-        max_command_age_s=args.max_age, telemetry_rate_hz=args.telemetry_rate,
-    )  # fmt: skip
+        control_rate_hz=args.rate,
+        hold_after_s=args.hold_after,
+        stop_after_s=args.stop_after,
+        max_command_age_s=args.max_age,
+        telemetry_rate_hz=args.telemetry_rate,
+    )
 
 
 def _input_factory(name: str, opts: dict[str, str]) -> Callable[[RobotView, int], InputSource]:
@@ -227,8 +328,9 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
 
 
 def cmd_robot(args: argparse.Namespace) -> int:
-    driver = plugins.create_driver(args.driver, options.key_values(args.driver_config,
-                                                                   option="--driver-config"))  # fmt: skip
+    driver = plugins.create_driver(
+        args.driver, options.key_values(args.driver_config, option="--driver-config")
+    )
     core = RobotCore(driver, _endpoint_config(args), clock=time.monotonic_ns)
     sock = None
     local = None
@@ -237,28 +339,39 @@ def cmd_robot(args: argparse.Namespace) -> int:
     else:
         local = parse_hostport(args.listen, what="--listen")
 
-    status = _run(lambda stop: serve_robot(core, local=local, sock=sock, duration=args.duration,
-                                           stop=stop), args.loop)  # fmt: skip
-    print(f"robot {core.manifest.robot_id} ({args.driver}) on {status['address']}: "
-          f"mode {status['mode']}")  # fmt: skip
+    status = _run(
+        lambda stop: serve_robot(core, local=local, sock=sock, duration=args.duration, stop=stop),
+        args.loop,
+    )
+    print(
+        f"robot {core.manifest.robot_id} ({args.driver}) on {status['address']}: "
+        f"mode {status['mode']}"
+    )
     print("  " + ", ".join(f"{k} {v}" for k, v in status["counters"].items()))
     lat = status["tick_lateness"]
     if lat["ticks"]:
-        print(f"  control ticks {lat['ticks']}, late by p50 {lat['p50_us']} µs, "
-              f"p99 {lat['p99_us']} µs, max {lat['max_us']} µs; overruns {status['tick_overruns']}")  # fmt: skip
+        print(
+            f"  control ticks {lat['ticks']}, late by p50 {lat['p50_us']} µs, "
+            f"p99 {lat['p99_us']} µs, max {lat['max_us']} µs; overruns {status['tick_overruns']}"
+        )
     _write_json(args.json, status)
     return 0
 
 
-def _station(args: argparse.Namespace, remote: tuple[str, int], clock_offset: int | None,
-             duration: float) -> dict[str, Any]:  # fmt: skip
-    make_input = _input_factory(args.input, options.key_values(
-        getattr(args, "input_option", None), option="--input-option"))  # fmt: skip
+def _station(
+    args: argparse.Namespace, remote: tuple[str, int], clock_offset: int | None, duration: float
+) -> dict[str, Any]:
+    make_input = _input_factory(
+        args.input, options.key_values(getattr(args, "input_option", None), option="--input-option")
+    )
     config = StationConfig(control_rate_hz=args.rate, clock_offset_ns=clock_offset)
     core = StationCore(config, make_input, clock=time.monotonic_ns)
     result: dict[str, Any] = _run(
-        lambda stop: run_station(core, remote, duration=duration, stop=stop,
-                                 wait_for_robot_s=getattr(args, "wait", 5.0)), args.loop)  # fmt: skip
+        lambda stop: run_station(
+            core, remote, duration=duration, stop=stop, wait_for_robot_s=getattr(args, "wait", 5.0)
+        ),
+        args.loop,
+    )
     return result
 
 
@@ -288,8 +401,10 @@ def cmd_drivers(args: argparse.Namespace) -> int:
         m = d["manifest"]
         dist = f"{d['distribution']} {d['version'] or ''}".strip() if d["distribution"] else "?"
         print(f"{d['name']}  ({d['entry_point']}, from {dist})")
-        print(f"  robot {m['robot_id']}: {m['kind']}, modes {', '.join(m['control_modes'])}, "
-              f"{len(m['joints'])} joints, control rate {m['control_rate_hz']:g} Hz")  # fmt: skip
+        print(
+            f"  robot {m['robot_id']}: {m['kind']}, modes {', '.join(m['control_modes'])}, "
+            f"{len(m['joints'])} joints, control rate {m['control_rate_hz']:g} Hz"
+        )
         if m["sensors"]:
             print("  sensors: " + ", ".join(f"{s['name']} ({s['kind']})" for s in m["sensors"]))
         for f in d["config"]:

@@ -2,10 +2,11 @@
 
 State machine (time passed in, monotonic ns)::
 
-    STOPPED --feed--> ACTIVE --(no feed for hold_after)--> HOLDING --(no feed for stop_after)--> STOPPED
-       ^                 ^                                    |                                     |
-       |                 +------------------feed--------------+-------------------feed--------------+
-       +-- start
+    start -> STOPPED --feed--> ACTIVE --(quiet for hold_after)--> HOLDING
+                ^                 ^                                  |
+                |                 +---------------feed---------------+
+                +--(quiet for stop_after)----------------------------+
+    and from STOPPED, a feed goes straight back to ACTIVE.
 
 The deadlines are measured from the arrival time of the last valid command, and are inclusive:
 at exactly ``last + hold_after`` the robot holds.

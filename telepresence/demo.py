@@ -26,18 +26,31 @@ __all__ = ["run_demo"]
 
 def _robot_command(args: argparse.Namespace, fd: int, status_file: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "telepresence", "robot",
-        "--driver", args.driver,
-        "--listen-fd", str(fd),
-        "--rate", repr(args.rate),
-        "--hold-after", f"{args.hold_after!r}s",
-        "--stop-after", f"{args.stop_after!r}s",
-        "--max-age", f"{args.max_age!r}s",
-        "--telemetry-rate", repr(args.telemetry_rate),
-        "--loop", args.loop,
-        "--log-level", "warning",
-        "--json", str(status_file),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "telepresence",
+        "robot",
+        "--driver",
+        args.driver,
+        "--listen-fd",
+        str(fd),
+        "--rate",
+        repr(args.rate),
+        "--hold-after",
+        f"{args.hold_after!r}s",
+        "--stop-after",
+        f"{args.stop_after!r}s",
+        "--max-age",
+        f"{args.max_age!r}s",
+        "--telemetry-rate",
+        repr(args.telemetry_rate),
+        "--loop",
+        args.loop,
+        "--log-level",
+        "warning",
+        "--json",
+        str(status_file),
+    ]
     for pair in args.driver_config or []:
         cmd += ["--driver-config", pair]
     return cmd
@@ -75,8 +88,10 @@ def run_demo(
             child.kill()
             child.wait()
         if child.returncode != 0:
-            print(f"telepresence demo: the robot process exited with {child.returncode}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"telepresence demo: the robot process exited with {child.returncode}",
+                file=sys.stderr,
+            )
             return 1
         summary["robot_endpoint"] = json.loads(status_file.read_text())
     title = (
@@ -86,7 +101,9 @@ def run_demo(
     print_summary(title, summary)
     lat = summary["robot_endpoint"]["tick_lateness"]
     if lat["ticks"]:
-        print(f"  robot control ticks: {lat['ticks']}, late by p50 {lat['p50_us']} µs, "
-              f"p99 {lat['p99_us']} µs")  # fmt: skip
+        print(
+            f"  robot control ticks: {lat['ticks']}, late by p50 {lat['p50_us']} µs, "
+            f"p99 {lat['p99_us']} µs"
+        )
     write_json(args.json, summary)
     return 0

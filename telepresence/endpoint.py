@@ -30,7 +30,7 @@ from robots.exceptions import InvalidCommand
 from robots.limits import CommandGuard
 from telepresence.deadman import Deadman
 from telepresence.exceptions import ConfigError, DecodeError
-from telepresence.seqwindow import SeqVerdict, SequenceWindow
+from telepresence.seqwindow import SequenceWindow, SeqVerdict
 from telepresence.streams import Stream
 from telepresence.wire import (
     COMMAND_TYPES,
@@ -106,9 +106,7 @@ _HISTORY = 256  # applied commands remembered while waiting for their actuation 
 class RobotCore:
     """Sans-IO robot endpoint around one driver."""
 
-    def __init__(
-        self, driver: Driver, config: EndpointConfig, *, clock: Callable[[], int]
-    ) -> None:
+    def __init__(self, driver: Driver, config: EndpointConfig, *, clock: Callable[[], int]) -> None:
         self.driver = driver
         self.config = config
         self.manifest = driver.manifest

@@ -51,7 +51,9 @@ class InputSource(ABC):
         """Release devices; called once when the station stops."""
 
 
-def _float_option(options: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
+def _float_option(
+    options: dict[str, str], name: str, default: float, lo: float, hi: float
+) -> float:
     raw = options.get(name)
     if raw is None:
         return default

@@ -121,8 +121,10 @@ class LatencyProfile:
             "control_wait": app - dec,
             "actuation": act - app,
         }
-        groups = {g: sum((stages[s.key] for s in STAGES if s.group == g), np.zeros_like(inp))
-                  for g in GROUPS}  # fmt: skip
+        groups = {
+            g: sum((stages[s.key] for s in STAGES if s.group == g), np.zeros_like(inp))
+            for g in GROUPS
+        }
         d = self._downlink.rows
         return {
             **stages,
@@ -136,12 +138,16 @@ class LatencyProfile:
         samples = self.stage_samples(offset_ns)
         return {
             "clock_offset_us": round(offset_ns / 1e3, 1),
-            "clock_uncertainty_us": None if uncertainty_ns is None else round(uncertainty_ns / 1e3, 1),
-            "stages": {s.key: {"group": s.group, "label": s.label, **_summary(samples[s.key])}
-                       for s in (*STAGES, _DOWNLINK)},
+            "clock_uncertainty_us": None
+            if uncertainty_ns is None
+            else round(uncertainty_ns / 1e3, 1),
+            "stages": {
+                s.key: {"group": s.group, "label": s.label, **_summary(samples[s.key])}
+                for s in (*STAGES, _DOWNLINK)
+            },
             "groups": {g: _summary(samples[g]) for g in GROUPS},
             "total": {"label": _TOTAL.label, **_summary(samples["total"])},
-        }  # fmt: skip
+        }
 
 
 def _row(label: str, group: str, s: dict[str, Any]) -> str:
@@ -168,7 +174,9 @@ def format_report(report: dict[str, Any]) -> str:
     for group, s in report["groups"].items():
         lines.append(_row(f"{group} (sum of its stages)", group, s))
     lines.append(_row(report["total"]["label"], "", report["total"]))
-    lines.append(_row(report["stages"]["downlink"]["label"], "network", report["stages"]["downlink"]))
+    lines.append(
+        _row(report["stages"]["downlink"]["label"], "network", report["stages"]["downlink"])
+    )
     unc = report["clock_uncertainty_us"]
     lines.append(
         f"  times in µs; robot clock offset {report['clock_offset_us']:+.1f} µs"

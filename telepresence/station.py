@@ -23,7 +23,7 @@ from telepresence.clocksync import OffsetEstimator
 from telepresence.exceptions import ConfigError, DecodeError
 from telepresence.inputs import InputSource, RobotView
 from telepresence.profiler import LatencyProfile
-from telepresence.seqwindow import SeqVerdict, SequenceWindow
+from telepresence.seqwindow import SequenceWindow, SeqVerdict
 from telepresence.streams import Stream
 from telepresence.wire import Heartbeat, MessageType, Role, Telemetry, decode, encode
 
@@ -53,9 +53,7 @@ class StationConfig:
         if not 1 <= self.control_rate_hz <= 10_000:
             raise ConfigError(f"control rate must be 1-10000 Hz, got {self.control_rate_hz:g}")
         if not 0.1 <= self.heartbeat_rate_hz <= 1000:
-            raise ConfigError(
-                f"heartbeat rate must be 0.1-1000 Hz, got {self.heartbeat_rate_hz:g}"
-            )
+            raise ConfigError(f"heartbeat rate must be 0.1-1000 Hz, got {self.heartbeat_rate_hz:g}")
         if self.session is not None and not 0 < self.session < 2**32:
             raise ConfigError(f"session must be 1..2**32-1, got {self.session}")
 
@@ -76,9 +74,15 @@ class StationCore:
         self.joints: JointState | None = None
         self.base: BaseState | None = None
         self.counters = {
-            "commands_sent": 0, "heartbeats_sent": 0, "received": 0, "malformed": 0,
-            "duplicate": 0, "stale": 0, "foreign": 0, "telemetry": 0,
-        }  # fmt: skip
+            "commands_sent": 0,
+            "heartbeats_sent": 0,
+            "received": 0,
+            "malformed": 0,
+            "duplicate": 0,
+            "stale": 0,
+            "foreign": 0,
+            "telemetry": 0,
+        }
         self._make_input = make_input
         self._clock = clock
         self._seq = dict.fromkeys((Stream.COMMAND, Stream.STATION_HEARTBEAT), 0)
@@ -115,8 +119,9 @@ class StationCore:
             return None
         seq = self._seq[Stream.COMMAND] = self._seq[Stream.COMMAND] + 1
         sent = self._clock()
-        data = encode(command, stream=Stream.COMMAND, session=self.session, seq=seq,
-                      send_time_ns=sent)  # fmt: skip
+        data = encode(
+            command, stream=Stream.COMMAND, session=self.session, seq=seq, send_time_ns=sent
+        )
         i = seq & (_RING - 1)
         self._ring_seq[i] = seq
         self._ring_input[i] = now
@@ -173,10 +178,13 @@ class StationCore:
         self._last_profiled = t.command_seq
         self.clock_offset.add(int(self._ring_sent[i]), t.received_ns, sent, now)
         self.profile.add_command(
-            input_ns=int(self._ring_input[i]), sent_ns=int(self._ring_sent[i]),
-            received_ns=t.received_ns, decoded_ns=t.decoded_ns, applied_ns=t.applied_ns,
+            input_ns=int(self._ring_input[i]),
+            sent_ns=int(self._ring_sent[i]),
+            received_ns=t.received_ns,
+            decoded_ns=t.decoded_ns,
+            applied_ns=t.applied_ns,
             actuated_ns=t.actuated_ns,
-        )  # fmt: skip
+        )
 
     # -- summary ---------------------------------------------------------------------------
 

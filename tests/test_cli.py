@@ -82,13 +82,36 @@ def test_robot_and_station_as_separate_commands(tmp_path: Path) -> None:
     port = free_port()
     robot_json, station_json = tmp_path / "robot.json", tmp_path / "station.json"
     robot = subprocess.Popen(
-        [*CLI, "robot", "--driver", "sim-base", "--listen", f"127.0.0.1:{port}",
-         "--duration", "6", "--json", str(robot_json), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            *CLI,
+            "robot",
+            "--driver",
+            "sim-base",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--duration",
+            "6",
+            "--json",
+            str(robot_json),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        station = run("station", "--connect", f"127.0.0.1:{port}", "--duration", "1",
-                      "--rate", "200", "--json", str(station_json))  # fmt: skip
+        station = run(
+            "station",
+            "--connect",
+            f"127.0.0.1:{port}",
+            "--duration",
+            "1",
+            "--rate",
+            "200",
+            "--json",
+            str(station_json),
+        )
         assert station.returncode == 0, station.stderr
     finally:
         robot_out, robot_err = robot.communicate(timeout=30)

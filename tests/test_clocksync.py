@@ -7,7 +7,7 @@ from telepresence.clocksync import OffsetEstimator
 
 
 @given(
-    offset=st.integers(-10**12, 10**12),
+    offset=st.integers(-(10**12), 10**12),
     up=st.integers(1, 10**7),
     down=st.integers(1, 10**7),
     hold=st.integers(0, 10**8),

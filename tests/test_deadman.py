@@ -53,7 +53,9 @@ def test_older_feed_does_not_move_deadline_back() -> None:
     assert d.mode is RobotMode.ACTIVE
 
 
-@pytest.mark.parametrize(("hold", "stop", "match"), [(0, STOP, "hold-after"), (HOLD, HOLD - 1, "stop-after")])
+@pytest.mark.parametrize(
+    ("hold", "stop", "match"), [(0, STOP, "hold-after"), (HOLD, HOLD - 1, "stop-after")]
+)
 def test_bad_deadlines_name_the_option(hold: int, stop: int, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         Deadman(hold, stop)

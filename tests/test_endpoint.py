@@ -28,11 +28,15 @@ def make_core(**kw: object) -> tuple[RobotCore, RecordingDriver, HandClock]:
 
 def cmd(seq: int, *positions: float, session: int = SESSION, sent: int = 0, **kw: object) -> bytes:
     message = joint_command(*(positions or (0.1, 0.2)), **kw)  # type: ignore[arg-type]
-    return bytes(encode(message, stream=Stream.COMMAND, session=session, seq=seq, send_time_ns=sent))
+    return bytes(
+        encode(message, stream=Stream.COMMAND, session=session, seq=seq, send_time_ns=sent)
+    )
 
 
 def sent_messages(core: RobotCore) -> list[tuple[MessageType, object, object]]:
-    return [(decode(d).header.type, decode(d).message, addr) for d, addr in core.datagrams_to_send()]
+    return [
+        (decode(d).header.type, decode(d).message, addr) for d, addr in core.datagrams_to_send()
+    ]
 
 
 def test_command_is_applied_on_next_tick_and_reported() -> None:
@@ -112,8 +116,9 @@ def test_invalid_values_are_rejected(positions: tuple[float, ...]) -> None:
 
 def test_unsupported_mode_is_rejected() -> None:
     core, driver, clock = make_core()
-    data = encode(BaseVelocityCommand(vx=1.0), stream=Stream.COMMAND, session=SESSION, seq=1,
-                  send_time_ns=0)  # fmt: skip
+    data = encode(
+        BaseVelocityCommand(vx=1.0), stream=Stream.COMMAND, session=SESSION, seq=1, send_time_ns=0
+    )
     core.receive_datagram(bytes(data), STATION, clock.advance(MS))
     core.tick(clock.advance(MS))
     assert driver.applied == [] and core.counters.rejected == 1
@@ -167,8 +172,13 @@ def test_other_session_is_dropped_while_active_and_takes_over_when_not() -> None
 
 def test_heartbeat_gets_telemetry_without_commanding() -> None:
     core, driver, clock = make_core()
-    hb = encode(Heartbeat(role=Role.STATION), stream=Stream.STATION_HEARTBEAT, session=SESSION,
-                seq=1, send_time_ns=0)  # fmt: skip
+    hb = encode(
+        Heartbeat(role=Role.STATION),
+        stream=Stream.STATION_HEARTBEAT,
+        session=SESSION,
+        seq=1,
+        send_time_ns=0,
+    )
     core.receive_datagram(bytes(hb), STATION, clock.advance(MS))
     core.tick(clock.advance(MS))
     out = sent_messages(core)

@@ -92,8 +92,9 @@ def test_commands_reach_the_driver_and_telemetry_returns(loop_kind: str) -> None
 def test_station_reports_an_absent_robot() -> None:
     sock = free_udp_socket()  # bound, but nobody answers
     port = sock.getsockname()[1]
-    station = StationCore(StationConfig(), lambda v, n: ScriptedInput(v, {}, n),
-                          clock=time.monotonic_ns)  # fmt: skip
+    station = StationCore(
+        StationConfig(), lambda v, n: ScriptedInput(v, {}, n), clock=time.monotonic_ns
+    )
     with pytest.raises(RobotUnreachable, match=f"127.0.0.1:{port}"):
         aio.run(run_station(station, ("127.0.0.1", port), duration=1.0, wait_for_robot_s=0.3))
     sock.close()
@@ -101,8 +102,9 @@ def test_station_reports_an_absent_robot() -> None:
 
 def test_killed_station_makes_robot_hold_then_stop() -> None:
     driver = WatchedArm()
-    robot = RobotCore(driver, EndpointConfig(hold_after_s=0.05, stop_after_s=0.5),
-                      clock=time.monotonic_ns)  # fmt: skip
+    robot = RobotCore(
+        driver, EndpointConfig(hold_after_s=0.05, stop_after_s=0.5), clock=time.monotonic_ns
+    )
     sock = free_udp_socket()
     port = sock.getsockname()[1]
     last_rx: list[int] = []
@@ -119,10 +121,19 @@ def test_killed_station_makes_robot_hold_then_stop() -> None:
         served = asyncio.create_task(serve_robot(robot, sock=sock, stop=stop))
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "telepresence", "station", "--connect", f"127.0.0.1:{port}",
-            "--duration", "60", "--log-level", "warning", env=env,
+            sys.executable,
+            "-m",
+            "telepresence",
+            "station",
+            "--connect",
+            f"127.0.0.1:{port}",
+            "--duration",
+            "60",
+            "--log-level",
+            "warning",
+            env=env,
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 15
         while robot.mode is not RobotMode.ACTIVE or robot.counters.applied < 200:
             assert time.monotonic() < deadline, "station never got the robot active"

@@ -42,14 +42,20 @@ class FakeNet:
 
 
 def run(
-    *, up: int, down: int, robot_offset: int, fixed_offset: int | None, ms: int = 400,
+    *,
+    up: int,
+    down: int,
+    robot_offset: int,
+    fixed_offset: int | None,
+    ms: int = 400,
     actuation: int = 4 * MS,
-) -> tuple[StationCore, RobotCore, RecordingDriver]:  # fmt: skip
+) -> tuple[StationCore, RobotCore, RecordingDriver]:
     st_clock = HandClock(start=10**12)
     rb_clock = HandClock(start=10**12 + robot_offset)
     driver = RecordingDriver(delay_ns=actuation)
-    robot = RobotCore(driver, EndpointConfig(control_rate_hz=1000, telemetry_rate_hz=1000),
-                      clock=rb_clock)  # fmt: skip
+    robot = RobotCore(
+        driver, EndpointConfig(control_rate_hz=1000, telemetry_rate_hz=1000), clock=rb_clock
+    )
     robot.start(rb_clock.now)
     station = StationCore(
         StationConfig(control_rate_hz=1000, clock_offset_ns=fixed_offset),
@@ -77,7 +83,7 @@ def run(
 
 
 def test_stage_times_match_the_network_and_device() -> None:
-    station, robot, driver = run(up=3 * MS, down=2 * MS, robot_offset=0, fixed_offset=0)
+    station, _robot, driver = run(up=3 * MS, down=2 * MS, robot_offset=0, fixed_offset=0)
     s = station.profile.stage_samples(0)
     n = station.profile.command_samples
     assert n > 300
@@ -132,7 +138,6 @@ def test_scripted_input_starts_at_current_pose() -> None:
 
 def test_scripted_input_rejects_unknown_option() -> None:
     from robots.api import JointState
-
     from telepresence.exceptions import ConfigError
 
     view = RobotView(joints=JointState(positions=np.zeros(2)))

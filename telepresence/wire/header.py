@@ -89,8 +89,8 @@ class Header(NamedTuple):
         size = len(data)
         if size < HEADER_SIZE:
             raise DecodeError(f"datagram length is invalid: {size} < {HEADER_SIZE}")
-        magic, version, mtype, flags, stream, session, length, reserved, seq, sent = (
-            _unpack_header(data)
+        magic, version, mtype, flags, stream, session, length, reserved, seq, sent = _unpack_header(
+            data
         )
         if magic != MAGIC:
             raise DecodeError(f"magic is invalid: {bytes(magic)!r} (expected {MAGIC!r})")

@@ -187,11 +187,9 @@ def _wire_array(values: Any, what: str) -> FloatArray:
     stays float32; any other real dtype becomes float64."""
     if isinstance(values, np.ndarray) and values.ndim == 1:
         dtype = values.dtype
-        if dtype == _F8 or dtype == _F4:
+        if dtype in (_F8, _F4):
             if values.size > _MAX_COUNT:
-                raise LocalProtocolError(
-                    f"{what} length is invalid: {values.size} > {_MAX_COUNT}"
-                )
+                raise LocalProtocolError(f"{what} length is invalid: {values.size} > {_MAX_COUNT}")
             return values
     a = _to_real_array(values, what)
     if a.ndim != 1:
@@ -235,11 +233,13 @@ def _parse_array(view: memoryview, off: int, what: str) -> tuple[FloatArray, int
 
 def _vector(values: Any, n: int, what: str) -> FloatArray:
     """`values` as a float64 array of shape (n,), for the fixed-size vectors."""
-    if not (isinstance(values, np.ndarray) and values.dtype == _F8):
-        values = _to_real_array(values, what).astype(_F8)
-    if values.shape != (n,):
-        raise LocalProtocolError(f"{what} must have {n} values, got shape {values.shape}")
-    return values
+    if isinstance(values, np.ndarray) and values.dtype == _F8:
+        a: FloatArray = values
+    else:
+        a = _to_real_array(values, what).astype(_F8)
+    if a.shape != (n,):
+        raise LocalProtocolError(f"{what} must have {n} values, got shape {a.shape}")
+    return a
 
 
 def _gripper_is_zero(gripper: float) -> bool:
@@ -333,8 +333,7 @@ class _JointsCodec(BodyCodec[T]):
             efforts = _wire_array(efforts, what_e)
             if efforts.size != positions.size:
                 raise LocalProtocolError(
-                    f"{what_e} must have {positions.size} values like positions, "
-                    f"got {efforts.size}"
+                    f"{what_e} must have {positions.size} values like positions, got {efforts.size}"
                 )
         if gripper is None:
             gripper = 0.0
@@ -551,8 +550,8 @@ class TelemetryCodec(_FixedCodec[Telemetry]):
 
     def parse(self, view: memoryview) -> Telemetry:
         self._check_length(view)
-        stream, mode, flags, reserved, seq, sent, rcv, dec, app, act, *c = (
-            self.STRUCT.unpack_from(view)
+        stream, mode, flags, reserved, seq, sent, rcv, dec, app, act, *c = self.STRUCT.unpack_from(
+            view
         )
         if reserved:
             raise DecodeError("TELEMETRY reserved field is not zero")
