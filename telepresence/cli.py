@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from netsim.profiles import PROFILES
 from robots import plugins
 from robots.exceptions import RobotsError
 from telepresence import options
@@ -132,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="how long to drive the arm (default: 5)",
+    )
+    demo.add_argument(
+        "--profile",
+        metavar="NAME",
+        choices=sorted(PROFILES),
+        help="route the demo through a netsim relay emulating this link: "
+        + ", ".join(PROFILES)
+        + " (default: plain loopback; `netsim profiles` describes them)",
+    )
+    demo.add_argument(
+        "--distance-km",
+        type=float,
+        metavar="KM",
+        help="path length for distance-based profiles (apn, fiber-internet; default 100)",
     )
     demo.add_argument(
         "--driver", default="sim-arm", help="driver plugin for the robot (default: sim-arm)"

@@ -56,6 +56,57 @@ def _robot_command(args: argparse.Namespace, fd: int, status_file: Path) -> list
     return cmd
 
 
+def _relay_command(args: argparse.Namespace, fd: int, robot_port: int, stats: Path) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "netsim", "relay",
+        "--listen-fd", str(fd),
+        "--to", f"127.0.0.1:{robot_port}",
+        "--profile", args.profile,
+        "--json", str(stats),
+    ]  # fmt: skip
+    if args.distance_km is not None:
+        cmd += ["--distance-km", repr(args.distance_km)]
+    return cmd
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _spawn(cmd: list[str], sock: socket.socket, *, quiet: bool) -> subprocess.Popen[bytes]:
+    """Start a child on an already bound socket (no port race), then drop our copy."""
+    child = subprocess.Popen(
+        cmd,
+        pass_fds=(sock.fileno(),),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if quiet else None,
+    )
+    sock.close()
+    return child
+
+
+def _stop(child: subprocess.Popen[bytes], name: str) -> None:
+    child.send_signal(signal.SIGINT)
+    try:
+        child.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop in 10 s; killing it", name)
+        child.kill()
+        child.wait()
+
+
+def _print_link(summary: dict[str, Any]) -> None:
+    for side in ("up", "down"):
+        s = summary["link"][side]
+        print(
+            f"  link {side:<4}: sent {s['sent']}, delivered {s['delivered']}, lost {s['lost']}, "
+            f"queue-dropped {s['queue_dropped']}; imposed delay p50 {s['delay_p50_us']} µs, "
+            f"p99 {s['delay_p99_us']} µs"
+        )
+
+
 def run_demo(
     args: argparse.Namespace,
     station: Callable[..., dict[str, Any]],
@@ -64,46 +115,53 @@ def run_demo(
 ) -> int:
     """Run the demo; return the exit status."""
     args.input, args.input_option, args.wait = "script", None, 10.0
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    children: list[tuple[subprocess.Popen[bytes], str]] = []
     with tempfile.TemporaryDirectory(prefix="telepresence-demo-") as tmp:
-        status_file = Path(tmp) / "robot.json"
-        child = subprocess.Popen(
-            _robot_command(args, sock.fileno(), status_file),
-            pass_fds=(sock.fileno(),),
-            stdout=subprocess.DEVNULL,
-        )
-        sock.close()
+        robot_status, relay_stats = Path(tmp) / "robot.json", Path(tmp) / "relay.json"
+        robot_sock = _bound_socket()
+        robot_port = target_port = robot_sock.getsockname()[1]
+        robot_cmd = _robot_command(args, robot_sock.fileno(), robot_status)
+        children.append((_spawn(robot_cmd, robot_sock, quiet=False), "robot"))
+        if args.profile:
+            relay_sock = _bound_socket()
+            target_port = relay_sock.getsockname()[1]
+            relay_cmd = _relay_command(args, relay_sock.fileno(), robot_port, relay_stats)
+            children.append((_spawn(relay_cmd, relay_sock, quiet=True), "relay"))
         try:
-            summary = station(args, ("127.0.0.1", port), 0, args.duration)
+            summary = station(args, ("127.0.0.1", target_port), 0, args.duration)
         except BaseException:
-            child.kill()  # the station failed: the robot has nothing to finish
-            child.wait()
+            for child, _ in children:  # the station failed: nothing to finish
+                child.kill()
+                child.wait()
             raise
-        child.send_signal(signal.SIGINT)
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        if child.returncode != 0:
-            print(
-                f"telepresence demo: the robot process exited with {child.returncode}",
-                file=sys.stderr,
-            )
-            return 1
-        summary["robot_endpoint"] = json.loads(status_file.read_text())
-    title = (
-        f"telepresence demo: {args.driver} on 127.0.0.1:{port} over loopback UDP, "
-        f"{args.duration:g} s at {args.rate:g} Hz, telemetry {args.telemetry_rate:g} Hz"
+        for child, name in children:
+            _stop(child, name)
+            if child.returncode != 0:
+                print(
+                    f"telepresence demo: the {name} process exited with {child.returncode}",
+                    file=sys.stderr,
+                )
+                return 1
+        summary["robot_endpoint"] = json.loads(robot_status.read_text())
+        if args.profile:
+            link = json.loads(relay_stats.read_text())
+            summary["link"] = {"profile": args.profile, "distance_km": args.distance_km, **link}
+    via = "over loopback UDP"
+    if args.profile:
+        km = f" at {args.distance_km:g} km" if args.distance_km is not None else ""
+        via = f"through an emulated '{args.profile}' link{km} (netsim relay)"
+    print_summary(
+        f"telepresence demo: {args.driver} on 127.0.0.1:{robot_port} {via}, "
+        f"{args.duration:g} s at {args.rate:g} Hz, telemetry {args.telemetry_rate:g} Hz",
+        summary,
     )
-    print_summary(title, summary)
     lat = summary["robot_endpoint"]["tick_lateness"]
     if lat["ticks"]:
         print(
             f"  robot control ticks: {lat['ticks']}, late by p50 {lat['p50_us']} µs, "
             f"p99 {lat['p99_us']} µs"
         )
+    if args.profile:
+        _print_link(summary)
     write_json(args.json, summary)
     return 0

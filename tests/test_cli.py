@@ -133,3 +133,17 @@ def test_drivers_lists_builtins() -> None:
     assert {"sim-arm", "sim-base"} <= names
     arm = next(d for d in data["drivers"] if d["name"] == "sim-arm")
     assert len(arm["manifest"]["joints"]) == 6
+
+
+def test_demo_through_an_emulated_link_shows_the_network_share(tmp_path: Path) -> None:
+    out = tmp_path / "demo.json"
+    result = run(
+        "demo", "--duration", "1", "--profile", "apn", "--distance-km", "2000", "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "emulated 'apn' link at 2000 km" in result.stdout
+    data = json.loads(out.read_text())
+    uplink = data["latency"]["stages"]["uplink"]["p50_us"]
+    assert 9800 <= uplink <= 9800 + 3000  # 2000 km * 4.9 µs/km, plus two loopback hops
+    assert data["link"]["up"]["delay_p50_us"] == pytest.approx(9800.0)
+    assert data["link"]["up"]["delivered"] >= 400
