@@ -211,6 +211,7 @@ class RobotCore:
         self._session = session
         self._peer = addr
         self._windows.clear()
+        self._seq = dict.fromkeys(Stream, 0)  # sequence numbers start at 1 per session
         self._applied.clear()
         self._report = None
         if self._pending is not None:

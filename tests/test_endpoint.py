@@ -167,6 +167,11 @@ def test_other_session_is_dropped_while_active_and_takes_over_when_not() -> None
     core.receive_datagram(cmd(1, 0.9, 0.9, session=99), OTHER, clock.advance(MS))
     core.tick(clock.advance(MS))
     assert core.session == 99 and core.peer == OTHER
+    first = [decode(d).header for d, _ in core.datagrams_to_send()]
+    core.tick(clock.advance(10 * MS))
+    sent = [decode(d).header for d, _ in core.datagrams_to_send()] + first
+    telemetry = [h for h in sent if h.type is MessageType.TELEMETRY and h.session == 99]
+    assert telemetry and min(h.seq for h in telemetry) == 1  # numbering restarts per session
     assert driver.applied[-1].positions[0] == pytest.approx(0.9)
 
 

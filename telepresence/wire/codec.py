@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from telepresence.exceptions import DecodeError, LocalProtocolError
 from telepresence.wire.header import HEADER, HEADER_SIZE, MAGIC, MAX_BODY, VERSION, Header
-from telepresence.wire.messages import BODY_CODECS, Buffer, codec_for
+from telepresence.wire.messages import BODY_CODECS, Buffer
 
 __all__ = ["Datagram", "decode", "encode", "encode_into", "encoded_size"]
 
@@ -24,8 +24,11 @@ class Datagram(NamedTuple):
     message: Any
 
 
+_Encoder = tuple[int, Callable[[Any], int], Callable[[Any, Any, int], None]]
+"""A message class's type code, body `size` and body `pack_into`."""
+
 _PARSERS: dict[int, Callable[[memoryview], Any]] = {t: c.parse for t, c in BODY_CODECS.items()}
-_ENCODERS: dict[type, tuple[int, Callable[[Any], int], Callable[[Any, Any, int], None]]] = {
+_ENCODERS: dict[type, _Encoder] = {
     c.MESSAGE: (int(c.TYPE), c.size, c.pack_into) for c in BODY_CODECS.values()
 }
 _pack_header = HEADER.pack_into
@@ -39,11 +42,11 @@ _PARSE_SLIPS = (struct.error, ValueError, TypeError, IndexError, OverflowError)
 
 
 def encoded_size(message: object) -> int:
-    """Bytes that `encode` will produce for `message`."""
-    return HEADER_SIZE + codec_for(message).size(message)
+    """Bytes that `encode` will produce for `message` (`LocalProtocolError` if it cannot)."""
+    return HEADER_SIZE + _body_size(message, _lookup(message)[1])
 
 
-def _lookup(message: object) -> tuple[int, Callable[[Any], int], Callable[[Any, Any, int], None]]:
+def _lookup(message: object) -> _Encoder:
     try:
         return _ENCODERS[type(message)]
     except KeyError:
@@ -53,7 +56,7 @@ def _lookup(message: object) -> tuple[int, Callable[[Any], int], Callable[[Any, 
 def _write(
     buf: bytearray | memoryview,
     message: object,
-    encoder: tuple[int, Callable[[Any], int], Callable[[Any, Any, int], None]],
+    encoder: _Encoder,
     body: int,
     stream: int,
     session: int,
@@ -119,7 +122,7 @@ def encode(message: object, *, stream: int, session: int, seq: int, send_time_ns
 def _byte_view(data: Buffer) -> memoryview:
     """`data` as a read-only, one-dimensional memoryview of unsigned bytes."""
     view = memoryview(data)
-    if view.ndim != 1 or view.format != "B":
+    if view.ndim != 1 or view.format != "B" or not view.c_contiguous:
         try:
             view = view.cast("B")  # C-contiguous: the same memory, seen as bytes
         except (TypeError, ValueError):

@@ -88,7 +88,7 @@ class Header(NamedTuple):
         """
         size = len(data)
         if size < HEADER_SIZE:
-            raise DecodeError(f"datagram length is invalid: {size} < {HEADER_SIZE}")
+            raise DecodeError(f"datagram is truncated: {size} bytes < {HEADER_SIZE}-byte header")
         magic, version, mtype, flags, stream, session, length, reserved, seq, sent = _unpack_header(
             data
         )
@@ -104,8 +104,10 @@ class Header(NamedTuple):
         if reserved:
             raise DecodeError(f"reserved header field is not zero: 0x{reserved:04x}")
         if HEADER_SIZE + length != size:
+            problem = "is truncated" if HEADER_SIZE + length > size else "has trailing bytes"
             raise DecodeError(
-                f"body length is invalid: header says {length}, datagram has {size - HEADER_SIZE}"
+                f"datagram {problem}: header says body length {length}, "
+                f"datagram has {size - HEADER_SIZE}"
             )
         return cls(message_type, stream, session, seq, sent, flags), length
 
