@@ -337,14 +337,19 @@ class LinkModel(Generic[P]):
 
     def deliver(self, now: int) -> list[P]:
         """Packets that have arrived by `now`, in arrival order."""
+        return [p for _, p in self.deliver_timed(now)]
+
+    def deliver_timed(self, now: int) -> list[tuple[int, P]]:
+        """Like `deliver`, with the time each packet was due: ``(due_ns, packet)``."""
         self._advance(now)
-        out: list[P] = []
+        out: list[tuple[int, P]] = []
         heap = self._in_flight
+        delays = self.stats.delays_ns
         while heap and heap[0][0] <= now:
             at, _, pkt = heapq.heappop(heap)
-            out.append(pkt.payload)
-            self.stats.delivered += 1
-            self.stats.delays_ns.append(at - pkt.arrival)
+            out.append((at, pkt.payload))
+            delays.append(at - pkt.arrival)
+        self.stats.delivered += len(out)
         return out
 
     @property

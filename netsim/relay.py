@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+
 from netsim.link import LinkConfig, LinkModel
 
 __all__ = ["DEFAULT_CLASS_MAP", "Relay", "RelayConfig", "dscp_class"]
@@ -89,6 +91,30 @@ def _reduce_timer_slack() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(29, 1, 0, 0, 0)
 
 
+class _Lateness:
+    """Departure minus due time of every datagram, in a preallocated ring."""
+
+    def __init__(self, size: int = 1 << 17) -> None:
+        self._ns = np.zeros(size, dtype=np.int64)
+        self.count = 0
+
+    def add(self, ns: int) -> None:
+        self._ns[self.count % self._ns.size] = ns
+        self.count += 1
+
+    def summary(self) -> dict[str, float | None]:
+        data = self._ns[: min(self.count, self._ns.size)] / 1e3
+        if not data.size:
+            return {"p50": None, "p99": None, "p999": None, "max": None}
+        p50, p99, p999 = np.percentile(data, (50, 99, 99.9))
+        return {
+            "p50": round(float(p50), 1),
+            "p99": round(float(p99), 1),
+            "p999": round(float(p999), 1),
+            "max": round(float(data.max()), 1),
+        }
+
+
 class _Client:
     __slots__ = ("addr", "sock")
 
@@ -125,7 +151,10 @@ class Relay:
         self._wake_r.setblocking(False)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._early_ns = 40_000
+        self._early_ns = 100_000
+        self._overshoots: list[int] = []
+        self.lateness = _Lateness()
+        """How late datagrams left relative to their due time."""
         self._lock = threading.Lock()
         self.unknown_dropped = 0
         """Datagrams dropped because the client table was full."""
@@ -194,6 +223,7 @@ class Relay:
                 "clients": len(self._clients),
                 "up": self.up.stats.summary(),
                 "down": self.down.stats.summary(),
+                "late_us": self.lateness.summary(),
                 "unknown_dropped": self.unknown_dropped,
                 "send_errors": self.send_errors,
             }
@@ -226,15 +256,21 @@ class Relay:
                 for s in ready:
                     self._drain(s)
                 if not ready and due is not None and timeout:
-                    # Woke from the timeout: learn how late wake-ups are, spin the rest.
                     now = monotonic_ns()
-                    overshoot = now - (due - self._early_ns)
-                    learned = min(max(overshoot, 0), 500_000) + _MARGIN_NS
-                    self._early_ns += (learned - self._early_ns) // 8
+                    self._learn(now - (due - self._early_ns))
                     if 0 < due - now <= _SPIN_NS:
-                        while monotonic_ns() < due:
+                        while monotonic_ns() < due:  # the last stretch: spin
                             pass
                 self._flush(monotonic_ns())
+
+    def _learn(self, overshoot: int) -> None:
+        """Wake early by the 95th percentile of recent wake-up latencies (plus a margin), so
+        that nearly every wake-up lands before the due time and the rest is spun."""
+        self._overshoots.append(min(max(overshoot, 0), _SPIN_NS))
+        if len(self._overshoots) >= 64:
+            ranked = sorted(self._overshoots)
+            self._early_ns = ranked[int(len(ranked) * 0.95)] + _MARGIN_NS
+            self._overshoots.clear()
 
     def _next_due(self) -> int | None:
         a, b = self.up.next_time(), self.down.next_time()
@@ -296,7 +332,7 @@ class Relay:
             due = model.next_time()
             if due is None or due > now:
                 continue
-            for client, data, tos in model.deliver(now):
+            for due_ns, (client, data, tos) in model.deliver_timed(now):
                 sock = client.sock if upward else self._listen
                 try:
                     if tos != self._tos.get(sock, 0) and sock.family == socket.AF_INET:
@@ -306,6 +342,7 @@ class Relay:
                         sock.send(data)
                     else:
                         sock.sendto(data, client.addr)
+                    self.lateness.add(time.monotonic_ns() - due_ns)
                 except OSError as exc:
                     self.send_errors += 1
                     if exc.errno not in (errno.ECONNREFUSED, errno.EAGAIN):
