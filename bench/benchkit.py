@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 PEERS = Path(__file__).with_name("peers.py")
 
@@ -33,33 +32,19 @@ class TargetMissed(AssertionError):
     """A performance target was missed (a benchmark's other checks raise plain assertions)."""
 
 
-STRICT = os.environ.get("BENCH_STRICT", "") not in ("", "0")
-"""``BENCH_STRICT=1``: a known miss fails like any other (a performance gate), not xfail."""
-
-
 def check_targets(
     measured: dict[str, float],
     targets: dict[str, float],
     what: str,
-    *,
-    known_miss: str | None = None,
 ) -> None:
-    """Fail naming every measured ratio above its target (upper bounds).
-
-    A target documented as missed (`known_miss` says why, and where) is reported as an xfail
-    carrying the measured numbers, so the suite stays usable while the runtime is slower than
-    its target; under ``BENCH_STRICT=1`` it raises `TargetMissed` like any other.
-    """
+    """Fail naming every measured ratio above its target (upper bounds)."""
     missed = [
         f"{key} {measured[key]}x > {limit}x" for key, limit in targets.items()
         if not measured[key] <= limit
     ]  # fmt: skip
     if not missed:
         return
-    message = f"{what}: " + ", ".join(missed)
-    if known_miss is not None and not STRICT:
-        pytest.xfail(f"{message} (known: {known_miss}; BENCH_STRICT=1 to fail)")
-    raise TargetMissed(message)
+    raise TargetMissed(f"{what}: " + ", ".join(missed))
 
 
 def percentiles_us(samples_ns: Sequence[int] | np.ndarray) -> dict[str, float]:

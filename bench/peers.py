@@ -73,9 +73,8 @@ async def serve_bare(sock: socket.socket) -> None:
 async def serve_runtime(sock: socket.socket) -> None:
     from robots.sim_arm import SimArm
     from telepresence.endpoint import EndpointConfig, RobotCore
-    from telepresence.streams import Stream
     from telepresence.udp import open_udp
-    from telepresence.wire import Telemetry, encode
+    from telepresence.wire import encode
 
     core = RobotCore(SimArm(), EndpointConfig(control_rate_hz=1000.0), clock=time.monotonic_ns)
     core.start(time.monotonic_ns())
@@ -91,20 +90,10 @@ async def serve_runtime(sock: socket.socket) -> None:
         if pending is None:  # malformed, duplicate, stale or rejected: counted, no reply
             return
         header = pending.header
-        telemetry = Telemetry(
-            mode=core.mode,
-            command_stream=header.stream,
-            command_seq=header.seq,
-            command_sent_ns=header.send_time_ns,
-            received_ns=pending.received_ns,
-            decoded_ns=pending.decoded_ns,
-            applied_ns=pending.decoded_ns,
-            actuated_ns=pending.decoded_ns,
-            counters=core.counters,
-        )
         seq += 1
+        # Echo: the runtime re-encodes the command it decoded and checked, with its own header.
         reply = encode(
-            telemetry, stream=Stream.TELEMETRY, session=header.session, seq=seq,
+            pending.command, stream=header.stream, session=header.session, seq=seq,
             send_time_ns=monotonic_ns(),
         )  # fmt: skip
         udp.send(reply, addr)

@@ -56,6 +56,9 @@ def _finite_limit(value: float) -> float:
     return min(value, _FLOAT_MAX)
 
 
+_F8 = np.dtype(np.float64)
+
+
 class CommandGuard:
     """Validates and clamps commands against one robot's manifest.
 
@@ -74,6 +77,7 @@ class CommandGuard:
         "_lower",
         "_n",
         "_robot",
+        "_shape",
         "_upper",
         "_velocity_hi",
         "_velocity_lo",
@@ -84,6 +88,7 @@ class CommandGuard:
         self.manifest = manifest
         self._robot = manifest.robot_id
         self._n = len(manifest.joints)
+        self._shape = (self._n,)
         self._lower = _Limits([j.lower for j in manifest.joints])
         self._upper = _Limits([j.upper for j in manifest.joints])
         vmax = [_finite_limit(j.max_velocity) for j in manifest.joints]
@@ -116,6 +121,30 @@ class CommandGuard:
     # -- per command type ----------------------------------------------------------------------
 
     def _check_joint(self, command: JointCommand) -> tuple[Command, bool]:
+        # Fast path, the common case at up to 1 kHz: float64 positions already in range, no
+        # feed-forward, gripper absent or in range. Anything else takes the full path below.
+        positions = command.positions
+        if (
+            command.velocities is None
+            and command.efforts is None
+            and type(positions) is np.ndarray
+            and positions.dtype == _F8
+            and positions.shape == self._shape
+        ):
+            for v, low, high in zip(
+                positions.tolist(), self._lower.values, self._upper.values, strict=True
+            ):
+                if not low <= v <= high:
+                    break
+            else:
+                g = command.gripper
+                if g is None or (
+                    self._gripper is not None and self._gripper[0] <= g <= self._gripper[1]
+                ):
+                    return command, False
+        return self._check_joint_fully(command)
+
+    def _check_joint_fully(self, command: JointCommand) -> tuple[Command, bool]:
         changes: dict[str, Any] = {}
         clamped = False
         name = "JointCommand"

@@ -89,10 +89,16 @@ class PreciseTicker:
         self._next = start_ns if start_ns is not None else time.monotonic_ns() + period_ns
         self._stop = threading.Event()
         self._early_ns = 50_000  # learned: how early to wake to absorb wake-up latency
+        self._shift_ns = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def shift(self, ns: int) -> None:
+        """Move the schedule by `ns` (negative: earlier) from the next tick on; the period is
+        unchanged. Safe to call from any thread."""
+        self._shift_ns += ns
 
     def stop(self) -> None:
         self._stop.set()
@@ -115,6 +121,8 @@ class PreciseTicker:
                 # Learn the wake-up latency (EWMA) so the next wake lands on the target.
                 overshoot = monotonic_ns() - wake_at
                 self._early_ns += (min(overshoot, 500_000) - self._early_ns) // 8
+            while monotonic_ns() < target:  # woke early: never fire before the schedule
+                time.sleep(0)  # releases the GIL while it waits
             now = monotonic_ns()
             if now - target > self.period_ns:
                 missed = (now - target) // self.period_ns
@@ -125,4 +133,5 @@ class PreciseTicker:
                 self._loop.call_soon_threadsafe(self._fire, target)
             except RuntimeError:  # the loop closed under us
                 return
-            self._next = target + self.period_ns
+            shift, self._shift_ns = self._shift_ns, 0
+            self._next = target + self.period_ns + shift

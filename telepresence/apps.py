@@ -31,6 +31,36 @@ class RobotUnreachable(TelepresenceError):
     """No robot answered the station's heartbeats in time."""
 
 
+ALIGN_MARGIN_NS = 200_000
+"""With tick alignment, a control tick comes this long after the commands' typical arrival."""
+_ALIGN_EVERY = 100  # ticks between alignment decisions
+_ALIGN_MIN_SAMPLES = 32
+_ALIGN_MIN_CONCENTRATION = 0.9
+
+
+def alignment_shift(
+    arrivals: list[int], tick_ns: int, period_ns: int, margin_ns: int = ALIGN_MARGIN_NS
+) -> int | None:
+    """How far to move the tick schedule so that ticks come `margin_ns` after the commands'
+    typical arrival, or None when arrivals are not phase-locked to the ticks (too few, or
+    spread over the period, e.g. a station sending at another rate).
+
+    Phases are circular: the mean direction of the arrivals' phases within the period, and
+    the resultant length as the measure of how concentrated they are."""
+    if len(arrivals) < _ALIGN_MIN_SAMPLES:
+        return None
+    phase = (np.asarray(arrivals, dtype=np.int64) - tick_ns) % period_ns
+    angle = phase * (2 * np.pi / period_ns)
+    c, s = float(np.cos(angle).mean()), float(np.sin(angle).mean())
+    if np.hypot(c, s) < _ALIGN_MIN_CONCENTRATION:
+        return None
+    mean_phase = (np.arctan2(s, c) % (2 * np.pi)) * period_ns / (2 * np.pi)
+    shift = round(mean_phase + margin_ns) % period_ns
+    if shift > period_ns // 2:
+        shift -= period_ns
+    return shift
+
+
 class _Lateness:
     """How late control ticks ran, kept in a preallocated ring (µs percentiles on demand)."""
 
@@ -45,12 +75,13 @@ class _Lateness:
     def summary(self) -> dict[str, float | int | None]:
         data = self._ns[: min(self._n, self._ns.size)] / 1e3
         if not data.size:
-            return {"ticks": 0, "p50_us": None, "p99_us": None, "max_us": None}
-        p50, p99 = np.percentile(data, (50, 99))
+            return {"ticks": 0, "p50_us": None, "p99_us": None, "p999_us": None, "max_us": None}
+        p50, p99, p999 = np.percentile(data, (50, 99, 99.9))
         return {
             "ticks": self._n,
             "p50_us": round(float(p50), 1),
             "p99_us": round(float(p99), 1),
+            "p999_us": round(float(p999), 1),
             "max_us": round(float(data.max()), 1),
         }
 
@@ -70,8 +101,14 @@ async def serve_robot(
     sock: socket.socket | None = None,
     duration: float | None = None,
     stop: asyncio.Event | None = None,
+    align_ticks: bool = True,
 ) -> dict[str, Any]:
-    """Run the robot endpoint until `stop` is set or `duration` seconds pass; return status."""
+    """Run the robot endpoint until `stop` is set or `duration` seconds pass; return status.
+
+    With `align_ticks`, the control ticks' phase follows the station's: when commands arrive
+    phase-locked to the ticks (the station sends at the control rate, or a divisor of it),
+    the schedule moves so that each tick comes `ALIGN_MARGIN_NS` after the typical arrival,
+    instead of anywhere up to a whole period later (the rate stays the same)."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     udp = await open_udp(core.receive_datagram, local=local, sock=sock)
@@ -79,15 +116,25 @@ async def serve_robot(
     address = udp.transport.get_extra_info("sockname")
     core.start(time.monotonic_ns())
     lateness = _Lateness()
+    period = round(1e9 / core.config.control_rate_hz)
+    ticks = 0
+    shifts: list[int] = []
 
     def on_tick(tick_ns: int) -> None:
+        nonlocal ticks
         now = time.monotonic_ns()
         lateness.add(now - tick_ns)
         core.tick(now)
         for data, addr in core.datagrams_to_send():
             udp.send(data, addr)
+        ticks += 1
+        if align_ticks and ticks % _ALIGN_EVERY == 0:
+            shift = alignment_shift(core.command_arrivals(), tick_ns, period)
+            if shift is not None and abs(shift) > ALIGN_MARGIN_NS // 4:
+                ticker.shift(shift)
+                shifts.append(shift)
+                core.command_arrivals()  # measured against the old schedule: start afresh
 
-    period = round(1e9 / core.config.control_rate_hz)
     ticker = PreciseTicker(loop, period, on_tick, name="control-loop")
     log.info(
         "robot endpoint %s listening on %s:%s at %g Hz",
@@ -109,6 +156,7 @@ async def serve_robot(
         **core.status(),
         "tick_lateness": lateness.summary(),
         "tick_overruns": ticker.overruns,
+        "tick_alignment_shifts_us": [round(x / 1e3, 1) for x in shifts[-20:]],
         "handler_errors": udp.handler_errors,
     }
 

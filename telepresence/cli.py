@@ -102,6 +102,13 @@ def _add_robot_timing(p: argparse.ArgumentParser) -> None:
         help="state and telemetry datagrams per second (default: 100)",
     )
     p.add_argument(
+        "--no-align-ticks",
+        dest="align_ticks",
+        action="store_false",
+        help="keep the control ticks' phase fixed; by default it follows the station's "
+        "sending phase so a command waits ~0.2 ms for its tick, not up to a whole period",
+    )
+    p.add_argument(
         "--driver-config",
         action="append",
         metavar="KEY=VALUE",
@@ -355,7 +362,14 @@ def cmd_robot(args: argparse.Namespace) -> int:
         local = parse_hostport(args.listen, what="--listen")
 
     status = _run(
-        lambda stop: serve_robot(core, local=local, sock=sock, duration=args.duration, stop=stop),
+        lambda stop: serve_robot(
+            core,
+            local=local,
+            sock=sock,
+            duration=args.duration,
+            stop=stop,
+            align_ticks=args.align_ticks,
+        ),
         args.loop,
     )
     print(

@@ -51,6 +51,8 @@ def _robot_command(args: argparse.Namespace, fd: int, status_file: Path) -> list
         "--json",
         str(status_file),
     ]
+    if not args.align_ticks:
+        cmd.append("--no-align-ticks")
     for pair in args.driver_config or []:
         cmd += ["--driver-config", pair]
     return cmd

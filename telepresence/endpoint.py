@@ -101,6 +101,7 @@ class _Stamps:
 
 
 _HISTORY = 256  # applied commands remembered while waiting for their actuation report
+_ARRIVALS = 256  # arrival times of accepted commands kept for `command_arrivals`
 
 
 class RobotCore:
@@ -128,6 +129,7 @@ class RobotCore:
         self._report: tuple[_Stamps, int, bool] | None = None
         self._state: RobotState | None = None
         self._outbox: list[tuple[bytes | bytearray, Address]] = []
+        self._arrivals: list[int] = []
         self._seq = dict.fromkeys(Stream, 0)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -202,6 +204,8 @@ class RobotCore:
         if self._pending is not None:
             c.superseded += 1
         self._pending = _Pending(command, header, now, self._clock(), clamped)
+        if len(self._arrivals) < _ARRIVALS:
+            self._arrivals.append(now)
 
     def _take_control(self, session: int, addr: Address) -> None:
         if self._session is not None:
@@ -315,6 +319,15 @@ class RobotCore:
         self._outbox.append((data, self._peer))
 
     def _queue_telemetry(self, now: int) -> None:
+        # TELEMETRY goes first: its send time is stamped last thing before it leaves, and the
+        # station stamps its arrival before decoding anything else of this burst.
+        t = Telemetry(mode=self.deadman.mode, counters=self.counters)
+        if self._report is not None:
+            s, actuated, known = self._report
+            t.command_stream, t.command_seq, t.command_sent_ns = s.stream, s.seq, s.sent_ns
+            t.received_ns, t.decoded_ns, t.applied_ns = s.received_ns, s.decoded_ns, s.applied_ns
+            t.actuated_ns, t.actuated_known = actuated, known
+        self._send(t, Stream.TELEMETRY, self._clock())
         state = self._state
         if state is not None:
             if state.joints is not None:
@@ -323,13 +336,12 @@ class RobotCore:
                 self._send(state.base, Stream.BASE_STATE, now)
             for wrench in state.wrenches[-1:]:
                 self._send(wrench, Stream.FORCE_TORQUE, now)
-        t = Telemetry(mode=self.deadman.mode, counters=self.counters)
-        if self._report is not None:
-            s, actuated, known = self._report
-            t.command_stream, t.command_seq, t.command_sent_ns = s.stream, s.seq, s.sent_ns
-            t.received_ns, t.decoded_ns, t.applied_ns = s.received_ns, s.decoded_ns, s.applied_ns
-            t.actuated_ns, t.actuated_known = actuated, known
-        self._send(t, Stream.TELEMETRY, self._clock())
+
+    def command_arrivals(self) -> list[int]:
+        """Arrival times of the commands accepted since the last call (at most 256), for an
+        adapter that aligns its control ticks to the station's sending phase."""
+        out, self._arrivals = self._arrivals, []
+        return out
 
     def datagrams_to_send(self) -> list[tuple[bytes | bytearray, Address]]:
         """Datagrams queued since the last call, with their destination."""

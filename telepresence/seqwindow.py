@@ -49,11 +49,16 @@ class SequenceWindow:
 
     def accept(self, seq: int) -> SeqVerdict:
         """Classify `seq` and record it as seen (unless it is a duplicate or too old)."""
-        verdict = self.check(seq)
-        if verdict is SeqVerdict.NEWEST:
-            shift = seq - self.highest
+        highest = self.highest
+        if seq > highest:  # the common case first, inline
+            shift = seq - highest
             self.bitmap = ((self.bitmap << shift) | 1) & _MASK if shift < WINDOW else 1
             self.highest = seq
-        elif verdict is SeqVerdict.LATE:
-            self.bitmap |= 1 << (self.highest - seq)
+            return _NEWEST
+        verdict = self.check(seq)
+        if verdict is SeqVerdict.LATE:
+            self.bitmap |= 1 << (highest - seq)
         return verdict
+
+
+_NEWEST = SeqVerdict.NEWEST

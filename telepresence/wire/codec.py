@@ -10,8 +10,18 @@ import struct
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from telepresence.exceptions import DecodeError, LocalProtocolError
-from telepresence.wire.header import HEADER, HEADER_SIZE, MAGIC, MAX_BODY, VERSION, Header
+from telepresence.wire.header import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_BODY,
+    VERSION,
+    Header,
+    MessageType,
+)
 from telepresence.wire.messages import BODY_CODECS, Buffer
 
 __all__ = ["Datagram", "decode", "encode", "encode_into", "encoded_size"]
@@ -39,6 +49,23 @@ _ENCODE_ERRORS = (struct.error, OverflowError, TypeError, ValueError, AttributeE
 """What packing raises for a field the wire cannot carry (out of range, wrong type)."""
 _PARSE_SLIPS = (struct.error, ValueError, TypeError, IndexError, OverflowError)
 """What a body parser could raise past its own checks; still the peer's fault: DecodeError."""
+
+
+# Fast path for the hottest datagrams: a joint command or state with float64 positions and no
+# velocities or efforts. One unpack covers the header, the joints prefix and the array header;
+# anything unusual falls through to the general parser, which also words the errors.
+_FUSED = struct.Struct("<2sBBHHIHHQqBBHdHBB")
+_FUSED_SIZE = _FUSED.size  # 48
+_unpack_fused = _FUSED.unpack_from
+_pack_fused = _FUSED.pack_into
+_FUSED_TYPES = {
+    int(t): (t, BODY_CODECS[t].MESSAGE)
+    for t in (MessageType.JOINT_COMMAND, MessageType.JOINT_STATE)
+}
+_FUSED_CLASSES = {cls: mtype for mtype, (_, cls) in _FUSED_TYPES.items()}
+_ZERO8 = bytes(8)
+_F8 = np.dtype("<f8")
+_frombuffer = np.frombuffer
 
 
 def encoded_size(message: object) -> int:
@@ -112,10 +139,39 @@ def encode_into(
 def encode(message: object, *, stream: int, session: int, seq: int, send_time_ns: int) -> bytearray:
     """Encode one message as a datagram. Raises `LocalProtocolError` for what the wire cannot
     carry (an unknown message class, an out-of-range field, a malformed array)."""
+    kind = _FUSED_CLASSES.get(type(message))
+    if kind is not None:
+        fast = _encode_joints_fast(message, kind, stream, session, seq, send_time_ns)
+        if fast is not None:
+            return fast
     encoder = _lookup(message)
     body = _body_size(message, encoder[1])
     buf = bytearray(HEADER_SIZE + body)
     _write(buf, message, encoder, body, stream, session, seq, send_time_ns)
+    return buf
+
+
+def _encode_joints_fast(
+    message: Any, mtype: int, stream: int, session: int, seq: int, send_time_ns: int
+) -> bytearray | None:
+    """The fused layout of `_decode_joints_fast`, when the message fits it."""
+    positions = message.positions
+    if (
+        message.velocities is not None or message.efforts is not None
+        or type(positions) is not np.ndarray or positions.dtype != _F8 or positions.ndim != 1
+    ):  # fmt: skip
+        return None
+    n = positions.shape[0]
+    gripper = message.gripper
+    try:
+        buf = bytearray(_FUSED_SIZE + 8 * n)
+        _pack_fused(
+            buf, 0, MAGIC, VERSION, mtype, 0, stream, session, 16 + 8 * n, 0, seq, send_time_ns,
+            0 if gripper is None else 4, 0, 0, 0.0 if gripper is None else gripper, n, 8, 0,
+        )  # fmt: skip
+    except _ENCODE_ERRORS:
+        return None  # the general path says what is wrong
+    buf[_FUSED_SIZE:] = positions.tobytes()
     return buf
 
 
@@ -130,6 +186,27 @@ def _byte_view(data: Buffer) -> memoryview:
     return view.toreadonly()
 
 
+def _decode_joints_fast(data: bytes) -> Datagram | None:
+    (magic, version, mtype, flags, stream, session, length, reserved, seq, sent, present,
+     res8, res16, gripper, n, size, res_a) = _unpack_fused(data)  # fmt: skip
+    kind = _FUSED_TYPES.get(mtype)
+    if (
+        kind is None or magic != MAGIC or version != VERSION or flags or reserved or res8
+        or res16 or res_a or size != 8 or length + HEADER_SIZE != len(data)
+        or _FUSED_SIZE + 8 * n != len(data)
+    ):  # fmt: skip
+        return None
+    if present == 4:
+        grip: float | None = gripper
+    elif present == 0 and data[36:44] == _ZERO8:
+        grip = None
+    else:
+        return None
+    header = _new_tuple(Header, (kind[0], stream, session, seq, sent, flags))
+    message = kind[1](positions=_frombuffer(data, _F8, n, _FUSED_SIZE), gripper=grip)
+    return _new_tuple(Datagram, (header, message))
+
+
 def decode(data: Buffer) -> Datagram:
     """Decode one datagram. Any malformed input raises `DecodeError`, and nothing else.
 
@@ -138,7 +215,14 @@ def decode(data: Buffer) -> Datagram:
     buffer (`data` stays locked against resizing while they live).
     """
     # bytes (what recvfrom gives) are already read-only and flat; anything else is normalised
-    view = memoryview(data) if type(data) is bytes else _byte_view(data)
+    if type(data) is bytes:
+        if len(data) >= _FUSED_SIZE and data[3] in _FUSED_TYPES:
+            fast = _decode_joints_fast(data)
+            if fast is not None:
+                return fast
+        view = memoryview(data)
+    else:
+        view = _byte_view(data)
     header, _ = _parse_header(view)
     try:
         message = _PARSERS[header.type](view[HEADER_SIZE:])
