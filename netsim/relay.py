@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 _IP_RECVTOS = getattr(socket, "IP_RECVTOS", 13)
 _MAX_DATAGRAM = 65535
 _BATCH = 64
-_SPIN_NS = 200_000
+_SPIN_NS = 400_000
+_WAKE_QUANTILE = 0.99
 _MARGIN_NS = 15_000
 
 DEFAULT_CLASS_MAP: dict[int, int] = {
@@ -84,6 +85,9 @@ class RelayConfig:
     """DSCP value -> traffic class, for the priority queue."""
     max_clients: int = 1024
     """Most clients served at once; datagrams from further clients are dropped."""
+    busy_poll_ns: int = 0
+    """Spin for at least this long before a datagram is due, instead of sleeping through it:
+    trades CPU for timing precision on machines whose wake-ups have a long tail (VMs)."""
 
 
 def _reduce_timer_slack() -> None:
@@ -151,10 +155,11 @@ class Relay:
         self._wake_r.setblocking(False)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._early_ns = 100_000
+        self._early_ns = max(100_000, config.busy_poll_ns)
+        self._spin_ns = max(_SPIN_NS, config.busy_poll_ns + _MARGIN_NS)
         self._overshoots: list[int] = []
         self.lateness = _Lateness()
-        """How late datagrams left relative to their due time."""
+        """How late datagrams were handed to the kernel relative to their due time."""
         self._lock = threading.Lock()
         self.unknown_dropped = 0
         """Datagrams dropped because the client table was full."""
@@ -224,6 +229,7 @@ class Relay:
                 "up": self.up.stats.summary(),
                 "down": self.down.stats.summary(),
                 "late_us": self.lateness.summary(),
+                "wake_early_us": round(self._early_ns / 1e3, 1),
                 "unknown_dropped": self.unknown_dropped,
                 "send_errors": self.send_errors,
             }
@@ -258,7 +264,7 @@ class Relay:
                 if not ready and due is not None and timeout:
                     now = monotonic_ns()
                     self._learn(now - (due - self._early_ns))
-                    if 0 < due - now <= _SPIN_NS:
+                    if 0 < due - now <= self._spin_ns:
                         while monotonic_ns() < due:  # the last stretch: spin
                             pass
                 self._flush(monotonic_ns())
@@ -266,10 +272,11 @@ class Relay:
     def _learn(self, overshoot: int) -> None:
         """Wake early by the 95th percentile of recent wake-up latencies (plus a margin), so
         that nearly every wake-up lands before the due time and the rest is spun."""
-        self._overshoots.append(min(max(overshoot, 0), _SPIN_NS))
+        self._overshoots.append(min(max(overshoot, 0), self._spin_ns))
         if len(self._overshoots) >= 64:
             ranked = sorted(self._overshoots)
-            self._early_ns = ranked[int(len(ranked) * 0.95)] + _MARGIN_NS
+            learned = ranked[int(len(ranked) * _WAKE_QUANTILE)] + _MARGIN_NS
+            self._early_ns = max(learned, self.config.busy_poll_ns)
             self._overshoots.clear()
 
     def _next_due(self) -> int | None:
@@ -338,11 +345,11 @@ class Relay:
                     if tos != self._tos.get(sock, 0) and sock.family == socket.AF_INET:
                         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
                         self._tos[sock] = tos
+                    self.lateness.add(time.monotonic_ns() - due_ns)  # handed to the kernel
                     if upward:
                         sock.send(data)
                     else:
                         sock.sendto(data, client.addr)
-                    self.lateness.add(time.monotonic_ns() - due_ns)
                 except OSError as exc:
                     self.send_errors += 1
                     if exc.errno not in (errno.ECONNREFUSED, errno.EAGAIN):
