@@ -55,7 +55,7 @@ def alignment_shift(
     if np.hypot(c, s) < _ALIGN_MIN_CONCENTRATION:
         return None
     mean_phase = (np.arctan2(s, c) % (2 * np.pi)) * period_ns / (2 * np.pi)
-    shift = round(mean_phase + margin_ns) % period_ns
+    shift = int(round(mean_phase + margin_ns)) % period_ns  # noqa: RUF046 (numpy float)
     if shift > period_ns // 2:
         shift -= period_ns
     return shift
