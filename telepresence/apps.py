@@ -18,17 +18,13 @@ import numpy as np
 
 from telepresence.aio import PreciseTicker
 from telepresence.endpoint import RobotCore
-from telepresence.exceptions import TelepresenceError
+from telepresence.exceptions import RobotUnreachable
 from telepresence.station import StationCore
 from telepresence.udp import open_udp
 
 __all__ = ["RobotUnreachable", "run_station", "serve_robot"]
 
 log = logging.getLogger(__name__)
-
-
-class RobotUnreachable(TelepresenceError):
-    """No robot answered the station's heartbeats in time."""
 
 
 ALIGN_MARGIN_NS = 200_000

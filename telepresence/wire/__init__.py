@@ -1,12 +1,24 @@
 """The wire protocol: a fixed 32-byte header and one body per message type (``docs/protocol.md``).
 
 Sans-IO: `encode` turns a message into bytes, `decode` turns bytes into a `Datagram`; neither
-touches a socket or a clock.
+touches a socket or a clock. Authenticated datagrams (`FLAG_AUTHENTICATED`) are sealed and opened
+by ``telepresence.security``, which builds on `encode_parts` and `decode_body`; `decode`
+rejects them (it holds no key).
 """
 
-from telepresence.wire.codec import Datagram, decode, encode, encode_into, encoded_size
+from telepresence.wire.codec import (
+    Datagram,
+    decode,
+    decode_body,
+    encode,
+    encode_into,
+    encode_parts,
+    encoded_size,
+)
 from telepresence.wire.header import (
+    AUTH_TAG_SIZE,
     COMMAND_TYPES,
+    FLAG_AUTHENTICATED,
     HEADER_SIZE,
     MAGIC,
     VERSION,
@@ -24,8 +36,10 @@ from telepresence.wire.messages import (
 )
 
 __all__ = [
+    "AUTH_TAG_SIZE",
     "BODY_CODECS",
     "COMMAND_TYPES",
+    "FLAG_AUTHENTICATED",
     "HEADER_SIZE",
     "MAGIC",
     "VERSION",
@@ -39,7 +53,9 @@ __all__ = [
     "Role",
     "Telemetry",
     "decode",
+    "decode_body",
     "encode",
     "encode_into",
+    "encode_parts",
     "encoded_size",
 ]

@@ -2,6 +2,10 @@
 
 Both directions are on the hot path of every control tick, so the per-message work is looked
 up once at import (`_ENCODERS`, `_PARSERS`) rather than per call.
+
+`encode_parts` and `decode_body` are the halves ``telepresence.security`` seals and opens
+authenticated datagrams with: the header and the plain body apart (associated data and
+plaintext of the AEAD), and a body parsed on its own once decrypted.
 """
 
 from __future__ import annotations
@@ -24,7 +28,15 @@ from telepresence.wire.header import (
 )
 from telepresence.wire.messages import BODY_CODECS, Buffer
 
-__all__ = ["Datagram", "decode", "encode", "encode_into", "encoded_size"]
+__all__ = [
+    "Datagram",
+    "decode",
+    "decode_body",
+    "encode",
+    "encode_into",
+    "encode_parts",
+    "encoded_size",
+]
 
 
 class Datagram(NamedTuple):
@@ -42,6 +54,7 @@ _ENCODERS: dict[type, _Encoder] = {
     c.MESSAGE: (int(c.TYPE), c.size, c.pack_into) for c in BODY_CODECS.values()
 }
 _pack_header = HEADER.pack_into
+_HEADER_PACK = HEADER.pack
 _parse_header = Header.parse
 _new_tuple = tuple.__new__  # builds a Datagram without NamedTuple's Python-level __new__
 
@@ -63,6 +76,12 @@ _FUSED_TYPES = {
     for t in (MessageType.JOINT_COMMAND, MessageType.JOINT_STATE)
 }
 _FUSED_CLASSES = {cls: mtype for mtype, (_, cls) in _FUSED_TYPES.items()}
+# The same layout for a body on its own (the plaintext of an authenticated datagram).
+_FUSED_BODY = struct.Struct("<BBHdHBB")
+_FUSED_BODY_SIZE = _FUSED_BODY.size  # 16
+_FUSED_BODY_PACK = _FUSED_BODY.pack
+_unpack_fused_body = _FUSED_BODY.unpack_from
+_JOINT_CLASSES = {t: c for t, (_, c) in _FUSED_TYPES.items()}
 _ZERO8 = bytes(8)
 _F8 = np.dtype("<f8")
 _frombuffer = np.frombuffer
@@ -151,6 +170,78 @@ def encode(message: object, *, stream: int, session: int, seq: int, send_time_ns
     return buf
 
 
+def encode_parts(
+    message: object,
+    *,
+    stream: int,
+    session: int,
+    seq: int,
+    send_time_ns: int,
+    flags: int,
+    trailer: int,
+) -> tuple[bytes, bytes | bytearray]:
+    """The header and the body of the datagram `encode` gives, apart, except that the header
+    carries `flags` and a body length `trailer` bytes longer than the body: what a sealer needs
+    (the header is its associated data, the body its plaintext, the trailer its tag; see
+    ``telepresence.security``). Raises `LocalProtocolError` as `encode` does, also when body +
+    trailer does not fit the u16 body length."""
+    kind = _FUSED_CLASSES.get(type(message))
+    if kind is not None:
+        fast = _encode_joints_parts(
+            message, kind, stream, session, seq, send_time_ns, flags, trailer
+        )
+        if fast is not None:
+            return fast
+    encoder = _lookup(message)
+    mtype, size, pack_body = encoder
+    body = _body_size(message, size)
+    if body + trailer > MAX_BODY:
+        raise LocalProtocolError(f"body length is invalid: {body} + {trailer} > {MAX_BODY}")
+    buf = bytearray(body)
+    try:
+        header = _HEADER_PACK(
+            MAGIC, VERSION, mtype, flags, stream, session, body + trailer, 0, seq, send_time_ns
+        )
+        pack_body(message, buf, 0)
+    except LocalProtocolError:
+        raise
+    except _ENCODE_ERRORS as exc:
+        raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
+    return header, buf
+
+
+def _encode_joints_parts(
+    message: Any,
+    mtype: int,
+    stream: int,
+    session: int,
+    seq: int,
+    send_time_ns: int,
+    flags: int,
+    trailer: int,
+) -> tuple[bytes, bytes] | None:
+    """`encode_parts` for the layout of the fused fast path, when the message fits it."""
+    positions = message.positions
+    if (
+        message.velocities is not None or message.efforts is not None
+        or type(positions) is not np.ndarray or positions.dtype != _F8 or positions.ndim != 1
+    ):  # fmt: skip
+        return None
+    n = positions.shape[0]
+    gripper = message.gripper
+    try:
+        header = _HEADER_PACK(
+            MAGIC, VERSION, mtype, flags, stream, session, 16 + 8 * n + trailer, 0, seq,
+            send_time_ns,
+        )  # fmt: skip
+        prefix = _FUSED_BODY_PACK(
+            0 if gripper is None else 4, 0, 0, 0.0 if gripper is None else gripper, n, 8, 0
+        )
+    except _ENCODE_ERRORS:
+        return None  # the general path says what is wrong
+    return header, prefix + positions.tobytes()
+
+
 def _encode_joints_fast(
     message: Any, mtype: int, stream: int, session: int, seq: int, send_time_ns: int
 ) -> bytearray | None:
@@ -231,3 +322,35 @@ def decode(data: Buffer) -> Datagram:
     except _PARSE_SLIPS as exc:  # a parser's own slip still counts as malformed
         raise DecodeError(f"{header.type.name} body is invalid: {exc}") from exc
     return _new_tuple(Datagram, (header, message))
+
+
+def decode_body(mtype: MessageType, body: Buffer) -> Any:
+    """Parse the body of a datagram whose header (of type `mtype`) was checked apart, such as
+    the decrypted plaintext of an authenticated one. Raises `DecodeError`, and nothing else, for
+    any body bytes. Arrays in the result are read-only views of `body` (bytes are taken as they
+    are; anything else as `decode` takes it)."""
+    if type(body) is bytes:
+        cls = _JOINT_CLASSES.get(mtype)
+        if cls is not None and len(body) >= _FUSED_BODY_SIZE:
+            present, res8, res16, gripper, n, size, res_a = _unpack_fused_body(body)
+            if (
+                not (res8 or res16 or res_a) and size == 8
+                and _FUSED_BODY_SIZE + 8 * n == len(body)
+                and (present == 4 or (present == 0 and body[4:12] == _ZERO8))
+            ):  # fmt: skip
+                return cls(
+                    positions=_frombuffer(body, _F8, n, _FUSED_BODY_SIZE),
+                    gripper=gripper if present else None,
+                )
+        view = memoryview(body)
+    else:
+        view = _byte_view(body)
+    parse = _PARSERS.get(mtype)
+    if parse is None:
+        raise DecodeError(f"message type {mtype!r} is unknown")
+    try:
+        return parse(view)
+    except DecodeError:
+        raise
+    except _PARSE_SLIPS as exc:  # a parser's own slip still counts as malformed
+        raise DecodeError(f"{MessageType(mtype).name} body is invalid: {exc}") from exc

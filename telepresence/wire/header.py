@@ -6,7 +6,7 @@ offset  size  field
 0       2     magic, the ASCII bytes ``TP``
 2       1     version, 1
 3       1     message type (see `MessageType`)
-4       2     flags (u16); version 1 defines none, every bit must be 0
+4       2     flags (u16); bit 0 AUTHENTICATED (`FLAG_AUTHENTICATED`), every other bit 0
 6       2     stream id (u16), chosen by the sender, one sequence space per stream
 8       4     session id (u32), chosen by the station for one run
 12      2     body length in bytes (u16); the datagram is exactly 32 + body length
@@ -14,6 +14,10 @@ offset  size  field
 16      8     sequence number (u64), per (session, stream), first is 1, +1 per datagram
 24      8     send time (i64), the sender's monotonic clock in nanoseconds
 ======  ====  =====================================================================
+
+In an authenticated datagram (flags = `FLAG_AUTHENTICATED`) the body is the ChaCha20-Poly1305
+ciphertext of the plain body followed by its `AUTH_TAG_SIZE`-byte tag, the header is the AEAD's
+associated data and the body length counts ciphertext and tag (``telepresence.security``).
 """
 
 from __future__ import annotations
@@ -22,17 +26,31 @@ import enum
 import struct
 from typing import NamedTuple
 
-from telepresence.exceptions import DecodeError
+from telepresence.exceptions import AuthenticationError, DecodeError, RemoteProtocolError
 
-__all__ = ["HEADER", "HEADER_SIZE", "MAGIC", "MAX_BODY", "VERSION", "Header", "MessageType"]
+__all__ = [
+    "AUTH_TAG_SIZE",
+    "FLAG_AUTHENTICATED",
+    "HEADER",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_BODY",
+    "VERSION",
+    "Header",
+    "MessageType",
+]
 
 MAGIC = b"TP"
 VERSION = 1
 HEADER = struct.Struct("<2sBBHHIHHQq")
 HEADER_SIZE = HEADER.size  # 32
 MAX_BODY = 0xFFFF
-FLAGS_KNOWN = 0x0000
+FLAG_AUTHENTICATED = 0x0001
+"""Flag bit 0: the body is sealed (ChaCha20-Poly1305 ciphertext + tag, the header is the AAD)."""
+FLAGS_KNOWN = FLAG_AUTHENTICATED
 """Flag bits this version understands; a datagram with any other bit set is malformed."""
+AUTH_TAG_SIZE = 16
+"""Bytes of the Poly1305 tag that ends the body of an authenticated datagram."""
 
 
 class MessageType(enum.IntEnum):
@@ -57,6 +75,7 @@ _TYPE_OF: dict[int, MessageType] = {int(t): t for t in MessageType}
 # A dict lookup, not `MessageType(value)`: the enum call costs ~300 ns on every datagram.
 _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack_into
+_new_tuple = tuple.__new__  # builds a Header without NamedTuple's Python-level __new__ (~110 ns)
 
 
 class Header(NamedTuple):
@@ -77,14 +96,18 @@ class Header(NamedTuple):
     send_time_ns: int
     """The sender's monotonic clock when it sent the datagram (i64, ns)."""
     flags: int = 0
-    """Flag bits (u16); none are defined in version 1."""
+    """Flag bits (u16): 0, or `FLAG_AUTHENTICATED` for a datagram that was sealed."""
 
     @classmethod
-    def parse(cls, data: bytes | bytearray | memoryview) -> tuple[Header, int]:
+    def parse(
+        cls, data: bytes | bytearray | memoryview, flags_expected: int = 0
+    ) -> tuple[Header, int]:
         """Parse and check the header of a whole datagram; return it and the body length.
 
-        `data` is the whole datagram, one byte per item. Raises `DecodeError` naming the first
-        field that is wrong.
+        `data` is the whole datagram, one byte per item. `flags_expected` is the flags field the
+        reader takes: 0 (plain, the default) or `FLAG_AUTHENTICATED` (an opener with the
+        session's key). Raises `DecodeError` naming the first field that is wrong; a plain
+        datagram where an authenticated one is expected raises `AuthenticationError`.
         """
         size = len(data)
         if size < HEADER_SIZE:
@@ -99,8 +122,8 @@ class Header(NamedTuple):
         message_type = _TYPE_OF.get(mtype)
         if message_type is None:
             raise DecodeError(f"message type 0x{mtype:02x} is unknown")
-        if flags & ~FLAGS_KNOWN:
-            raise DecodeError(f"flags 0x{flags:04x} has unknown bits set")
+        if flags != flags_expected:
+            raise _flags_error(flags)
         if reserved:
             raise DecodeError(f"reserved header field is not zero: 0x{reserved:04x}")
         if HEADER_SIZE + length != size:
@@ -109,7 +132,7 @@ class Header(NamedTuple):
                 f"datagram {problem}: header says body length {length}, "
                 f"datagram has {size - HEADER_SIZE}"
             )
-        return cls(message_type, stream, session, seq, sent, flags), length
+        return _new_tuple(cls, (message_type, stream, session, seq, sent, flags)), length
 
     def pack_into(self, buf: bytearray | memoryview, body_length: int) -> None:
         """Write the header at the start of `buf` (raises `struct.error` for out-of-range
@@ -118,3 +141,18 @@ class Header(NamedTuple):
             buf, 0, MAGIC, VERSION, self.type, self.flags, self.stream, self.session,
             body_length, 0, self.seq, self.send_time_ns,
         )  # fmt: skip
+
+
+def _flags_error(flags: int) -> RemoteProtocolError:
+    """The error for a flags field that is not what the reader takes (off the hot path)."""
+    if flags & ~FLAGS_KNOWN:
+        return DecodeError(f"flags 0x{flags:04x} has unknown bits set")
+    if flags & FLAG_AUTHENTICATED:
+        return DecodeError(
+            f"flags 0x{flags:04x}: the datagram is authenticated, "
+            "a session key is needed to open it (telepresence.security)"
+        )
+    return AuthenticationError(
+        f"flags 0x{flags:04x}: the datagram is not authenticated "
+        f"(flag 0x{FLAG_AUTHENTICATED:04x} clear) where the session requires it"
+    )

@@ -1,0 +1,399 @@
+"""The robot's control-plane server: a ZeroMQ ROUTER with CURVE security (asyncio adapter).
+
+Design: `ControlState` is the sans-IO core — sessions, the control lease, reservations — fed
+one decoded message at a time with the time passed in, returning the replies. `ControlServer`
+is the thin asyncio/pyzmq adapter around it: CURVE server socket, ZAP allowlist, receive loop.
+
+Identity: the robot has a CURVE key pair; only operators whose public key is in the allowlist
+complete the CURVE handshake (ZAP answers 400 to any other, and the operator's side sees the
+refusal as a failed handshake). Each `hello` opens a session with a fresh 32-byte secret from
+which both ends derive the data-plane keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from telepresence.control.keys import KeyPair
+from telepresence.control.lease import ControlLease
+from telepresence.control.messages import (
+    PROTOCOL,
+    Bye,
+    ClockReply,
+    ClockRequest,
+    ControlMessage,
+    Error,
+    Grant,
+    Hello,
+    LeaseRelease,
+    LeaseState,
+    LeaseTake,
+    Refuse,
+    Release,
+    Reserve,
+    Welcome,
+    decode_message,
+    encode_message,
+)
+from telepresence.exceptions import RemoteProtocolError
+from telepresence.qos import AdmissionControl, Refusal
+
+__all__ = ["ControlServer", "ControlState", "ServerSession"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerSession:
+    """One operator's session, as the robot sees it."""
+
+    session: int
+    identity: bytes
+    """ZeroMQ routing id of the operator's socket."""
+    operator: str
+    """Name from the allowlist (or ``anonymous`` when insecure)."""
+    station: str
+    role: str
+    secret: bytes
+    last_seen_ns: int
+    streams: dict[tuple[str, int], Any] = field(default_factory=dict)
+
+
+Reply = tuple[bytes, ControlMessage]
+"""(routing id, message) to send."""
+
+
+class ControlState:
+    """Sans-IO core of the control plane on the robot."""
+
+    def __init__(
+        self,
+        *,
+        manifest: dict[str, Any],
+        data_addresses: list[str],
+        control_rate_hz: float,
+        secure: bool,
+        link_capacity_bps: float,
+        lease_ttl_ns: int = 2_000_000_000,
+        session_timeout_ns: int = 10_000_000_000,
+    ) -> None:
+        self.manifest = manifest
+        self.data_addresses = data_addresses
+        self.control_rate_hz = control_rate_hz
+        self.secure = secure
+        self.lease = ControlLease(lease_ttl_ns)
+        self.session_timeout_ns = session_timeout_ns
+        self.admission = {
+            "up": AdmissionControl(round(link_capacity_bps)),
+            "down": AdmissionControl(round(link_capacity_bps)),
+        }
+        self.sessions: dict[int, ServerSession] = {}
+        self._by_identity: dict[bytes, int] = {}
+        self.on_open: Callable[[ServerSession], None] = lambda s: None
+        """Called when a session opens (the data plane learns its keys)."""
+        self.on_close: Callable[[ServerSession], None] = lambda s: None
+        """Called when a session ends."""
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _lease_state(self, session: ServerSession | None, now: int) -> LeaseState:
+        holder = self.lease.holder
+        remaining = self.lease.remaining_ns(now)
+        station = self.sessions[holder].station if holder in self.sessions else None
+        return LeaseState(
+            holder=holder,
+            holder_station=station,
+            you_hold=session is not None and holder == session.session,
+            expires_in_ms=None if remaining is None else remaining / 1e6,
+        )
+
+    def broadcast_lease(self, now: int) -> list[Reply]:
+        return [(s.identity, self._lease_state(s, now)) for s in self.sessions.values()]
+
+    def close_session(self, session: ServerSession, reason: str) -> None:
+        self.sessions.pop(session.session, None)
+        self._by_identity.pop(session.identity, None)
+        self.lease.release(session.session)
+        for direction, stream in list(session.streams):
+            self.admission[direction].release(stream)
+        log.info("session %08x (%s) closed: %s", session.session, session.operator, reason)
+        self.on_close(session)
+
+    def expire(self, now: int) -> list[Reply]:
+        """Lapse the lease and forget silent sessions; returns lease updates to send."""
+        out: list[Reply] = []
+        for s in list(self.sessions.values()):
+            if now - s.last_seen_ns > self.session_timeout_ns:
+                self.close_session(s, "silent for too long")
+        if self.lease.expire(now) is not None:
+            out = self.broadcast_lease(now)
+        return out
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def handle(
+        self, identity: bytes, operator: str, message: ControlMessage, now: int
+    ) -> list[Reply]:
+        """One message from `identity`; returns the replies."""
+        sid = self._by_identity.get(identity)
+        session = self.sessions.get(sid) if sid is not None else None
+        if isinstance(message, Hello):
+            return self._hello(identity, operator, message, session, now)
+        if session is None:
+            return [(identity, Error(reason=f"{message.NAME} before hello: open a session first"))]
+        session.last_seen_ns = now
+        if isinstance(message, ClockRequest):
+            return [(identity, ClockReply(t1=message.t1, t2=now, t3=now))]
+        if isinstance(message, LeaseTake):
+            if session.role != "control":
+                return [
+                    (
+                        identity,
+                        Refuse(
+                            request=message.NAME,
+                            code="observer",
+                            reason="this session observes; open one with role control",
+                        ),
+                    )
+                ]
+            before = self.lease.holder
+            decision = self.lease.take(session.session, now)
+            if not decision.granted:
+                holder = self.sessions.get(decision.holder or 0)
+                who = f"{holder.operator} at {holder.station}" if holder else decision.reason
+                return [
+                    (
+                        identity,
+                        Refuse(
+                            request=message.NAME,
+                            code="lease_held",
+                            reason=f"control is held by {who}",
+                        ),
+                    )
+                ]
+            if before != session.session:
+                log.info("session %08x (%s) takes control", session.session, session.operator)
+                return self.broadcast_lease(now)
+            return [(identity, self._lease_state(session, now))]
+        if isinstance(message, LeaseRelease):
+            if self.lease.release(session.session):
+                log.info("session %08x releases control", session.session)
+                return self.broadcast_lease(now)
+            return [(identity, self._lease_state(session, now))]
+        if isinstance(message, Reserve):
+            return [(identity, self._reserve(session, message))]
+        if isinstance(message, Release):
+            self.admission.get(message.direction, self.admission["up"]).release(message.stream)
+            session.streams.pop((message.direction, message.stream), None)
+            return []
+        if isinstance(message, Bye):
+            self.close_session(session, message.reason or "bye")
+            return self.broadcast_lease(now)
+        return [(identity, Error(reason=f"{message.NAME} is not a request a robot answers"))]
+
+    def _hello(
+        self, identity: bytes, operator: str, hello: Hello, old: ServerSession | None, now: int
+    ) -> list[Reply]:
+        if hello.protocol != PROTOCOL:
+            return [
+                (
+                    identity,
+                    Refuse(
+                        request="hello",
+                        code="protocol",
+                        reason=f"this robot speaks {PROTOCOL}, not {hello.protocol}",
+                    ),
+                )
+            ]
+        if hello.role not in ("control", "observe"):
+            return [
+                (
+                    identity,
+                    Refuse(
+                        request="hello",
+                        code="role",
+                        reason=f"role must be control or observe, not {hello.role!r}",
+                    ),
+                )
+            ]
+        if old is not None:
+            self.close_session(old, "replaced by a new hello")
+        sid = secrets.randbits(32) or 1
+        while sid in self.sessions:
+            sid = secrets.randbits(32) or 1
+        session = ServerSession(
+            session=sid,
+            identity=identity,
+            operator=operator,
+            station=hello.station or "?",
+            role=hello.role,
+            secret=secrets.token_bytes(32),
+            last_seen_ns=now,
+        )
+        self.sessions[sid] = session
+        self._by_identity[identity] = sid
+        log.info("session %08x opened by %s (%s, %s)", sid, operator, session.station, hello.role)
+        self.on_open(session)
+        welcome = Welcome(
+            session=sid,
+            secret=session.secret.hex(),
+            manifest=self.manifest,
+            data_addresses=self.data_addresses,
+            secure=self.secure,
+            control_rate_hz=self.control_rate_hz,
+        )
+        return [(identity, welcome), (identity, self._lease_state(session, now))]
+
+    def _reserve(self, session: ServerSession, req: Reserve) -> ControlMessage:
+        admission = self.admission.get(req.direction)
+        if admission is None:
+            return Refuse(
+                request="reserve",
+                code="invalid",
+                reason=f"direction must be up or down, not {req.direction!r}",
+            )
+        result = admission.request_fields(
+            {
+                "stream": req.stream,
+                "traffic_class": req.traffic_class,
+                "rate_bps": req.rate_bps,
+                "burst_bytes": req.burst_bytes,
+                "max_packet_bytes": req.max_packet_bytes,
+            }
+        )
+        if isinstance(result, Refusal):
+            return Refuse(request="reserve", code=result.reason.value, reason=result.message)
+        session.streams[(req.direction, req.stream)] = result
+        spec = result.spec
+        return Grant(
+            stream=spec.stream,
+            traffic_class=spec.traffic_class.label,
+            rate_bps=spec.rate_bps,
+            burst_bytes=spec.burst_bytes,
+            max_packet_bytes=spec.max_packet_bytes,
+            dscp=int(result.dscp),
+            direction=req.direction,
+        )
+
+
+class ControlServer:
+    """asyncio adapter: a ROUTER socket, CURVE server, ZAP allowlist, around `ControlState`."""
+
+    def __init__(
+        self,
+        state: ControlState,
+        *,
+        bind: str,
+        keypair: KeyPair | None,
+        authorized: dict[bytes, str] | None,
+        clock: Callable[[], int],
+    ) -> None:
+        if (keypair is None) != (authorized is None):
+            raise ValueError("secure control plane needs both the robot key and the allowlist")
+        self.state = state
+        self.bind = bind
+        self.keypair = keypair
+        self.authorized = authorized
+        self.clock = clock
+        self.errors = 0
+        self.endpoint: str | None = None
+        self._ctx: zmq.asyncio.Context | None = None
+        self._sock: zmq.asyncio.Socket | None = None
+        self._auth: AsyncioAuthenticator | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> str:
+        """Bind and start serving; returns the bound endpoint (the port filled in)."""
+        self._ctx = zmq.asyncio.Context()
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting station replaces its old pipe
+        if self.keypair is not None and self.authorized is not None:
+            allowed = self.authorized
+            self._auth = AsyncioAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback(
+                domain="*", credentials_provider=_Allowlist(allowed)
+            )
+            sock.curve_publickey, sock.curve_secretkey = self.keypair
+            sock.curve_server = True
+        sock.bind(self.bind)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._sock = sock
+        self._task = asyncio.create_task(self._serve())
+        return self.endpoint
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sock is not None:
+            for s in list(self.state.sessions.values()):
+                await self._send(s.identity, Bye(reason="robot shutting down"))
+            self._sock.close(0)
+        if self._auth is not None:
+            self._auth.stop()
+        if self._ctx is not None:
+            self._ctx.term()
+
+    async def _send(self, identity: bytes, message: ControlMessage) -> None:
+        assert self._sock is not None
+        try:
+            await self._sock.send_multipart([identity, *encode_message(message)], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("control reply to a slow station dropped (%s)", message.NAME)
+
+    async def send_all(self, replies: list[Reply]) -> None:
+        for identity, message in replies:
+            await self._send(identity, message)
+
+    async def _serve(self) -> None:
+        assert self._sock is not None
+        sock = self._sock
+        poller = zmq.asyncio.Poller()
+        poller.register(sock, zmq.POLLIN)
+        while True:
+            events = dict(await poller.poll(timeout=100))
+            now = self.clock()
+            if sock in events:
+                frames = await sock.recv_multipart(copy=False)
+                identity = frames[0].bytes
+                try:
+                    user_id = str(frames[-1].get("User-Id") or "anonymous")
+                except zmq.ZMQError:
+                    user_id = "anonymous"
+                operator = user_id
+                if self.authorized is not None:
+                    operator = self.authorized.get(user_id.encode(), user_id)
+                try:
+                    message = decode_message([f.bytes for f in frames[1:]])
+                except RemoteProtocolError as exc:
+                    self.errors += 1
+                    await self._send(identity, Error(reason=str(exc)))
+                    continue
+                await self.send_all(self.state.handle(identity, operator, message, now))
+            await self.send_all(self.state.expire(now))
+
+
+class _Allowlist:
+    """ZAP credentials provider: is this CURVE public key (Z85) allowed?"""
+
+    def __init__(self, allowed: dict[bytes, str]) -> None:
+        self.allowed = allowed
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        ok = key in self.allowed
+        if not ok:
+            log.warning("refused an operator key not on the allowlist: %s", key.decode())
+        return ok

@@ -1,0 +1,319 @@
+"""Data-plane security: sealing and opening authenticated datagrams (sans-IO).
+
+An authenticated datagram is ``header (32 bytes, in clear) | ciphertext | tag (16 bytes)``: the
+header has `FLAG_AUTHENTICATED` set and a body length that counts ciphertext + tag; the body is
+ChaCha20-Poly1305 (RFC 8439) with the 32 header bytes as associated data, so the header cannot
+be altered either. The nonce is ``stream id (u32 LE) | sequence number (u64 LE)``: unique per key
+because each (stream, seq) is sent once per direction per session, and each direction of a
+session has its own key (`SessionKeys`, HKDF-SHA256 from the session secret the control plane
+hands over). ``docs/protocol.md`` §12 gives the exact parameters and test vectors.
+
+A `Sealer` (one per session and direction) encodes and encrypts; an `Opener` checks the header,
+the session, decrypts and verifies, then parses the body. Neither touches a socket or a clock.
+
+Receiver order: header -> session known -> AEAD -> sequence window -> body. Replay protection is
+the caller's `SequenceWindow`, applied only to a datagram that authenticated: the sequence
+number is read from a header no one could have altered, so a forgery never advances the window,
+and a replayed datagram authenticates and is then caught by the window as a DUPLICATE. `open`
+parses the body straight after the AEAD (then the caller applies the window); `unseal` +
+`decode_body` let a caller put the window before the body parse.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from telepresence.exceptions import (
+    AuthenticationError,
+    ConfigError,
+    DecodeError,
+    LocalProtocolError,
+    UnknownSessionError,
+)
+from telepresence.wire import (
+    AUTH_TAG_SIZE,
+    FLAG_AUTHENTICATED,
+    HEADER_SIZE,
+    Datagram,
+    Header,
+    Role,
+    decode_body,
+    encode_parts,
+)
+
+__all__ = [
+    "INFO_ROBOT_TO_STATION",
+    "INFO_STATION_TO_ROBOT",
+    "KDF_SALT",
+    "KEY_SIZE",
+    "NONCE_SIZE",
+    "SECRET_SIZE",
+    "Opener",
+    "Sealer",
+    "SessionKeys",
+    "derive_key",
+    "new_session_secret",
+    "nonce",
+    "open_datagram",
+]
+
+SECRET_SIZE = 32
+"""Bytes of the session secret the robot generates and sends over the control plane."""
+KEY_SIZE = 32
+"""Bytes of a ChaCha20-Poly1305 key."""
+NONCE_SIZE = 12
+"""Bytes of a ChaCha20-Poly1305 nonce: stream id u32 LE, then sequence number u64 LE."""
+KDF_SALT = b"telepresence data plane v1"
+"""HKDF salt, ASCII, 26 bytes (a fixed protocol label)."""
+INFO_STATION_TO_ROBOT = b"station->robot"
+"""HKDF info prefix of the key for datagrams the station sends (then the session id, u32 LE)."""
+INFO_ROBOT_TO_STATION = b"robot->station"
+"""HKDF info prefix of the key for datagrams the robot sends (then the session id, u32 LE)."""
+
+_SESSION = struct.Struct("<I")
+_NONCE = struct.Struct("<IQ")
+_pack_nonce = _NONCE.pack
+_parse_header = Header.parse
+_new_tuple = tuple.__new__  # a Datagram without NamedTuple's Python-level __new__
+_TAG = AUTH_TAG_SIZE
+
+Buffer = bytes | bytearray | memoryview
+
+
+# ---------------------------------------------------------------------------------------------
+# Keys
+
+
+def new_session_secret() -> bytes:
+    """A fresh random session secret (what the robot sends the station over the control plane)."""
+    return secrets.token_bytes(SECRET_SIZE)
+
+
+def _check_session(session: int) -> None:
+    if not isinstance(session, int) or not 0 < session < 2**32:
+        raise ConfigError(f"session must be an int in 1..2**32-1, got {session!r}")
+
+
+def derive_key(secret: bytes, session: int, info: bytes) -> bytes:
+    """One 32-byte key: HKDF-SHA256(IKM = `secret`, salt = `KDF_SALT`, info = `info` followed by
+    the session id as u32 little-endian, L = 32)."""
+    if not isinstance(secret, bytes) or len(secret) != SECRET_SIZE:
+        size = len(secret) if isinstance(secret, bytes) else type(secret).__name__
+        raise ConfigError(f"session secret must be {SECRET_SIZE} bytes, got {size}")
+    _check_session(session)
+    hkdf = HKDF(
+        algorithm=hashes.SHA256(),
+        length=KEY_SIZE,
+        salt=KDF_SALT,
+        info=info + _SESSION.pack(session),
+    )
+    return hkdf.derive(secret)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionKeys:
+    """The two data-plane keys of one session, one per direction, so that the same (stream,
+    seq) sent both ways never reuses a nonce under one key. Keys are left out of ``repr``."""
+
+    session: int
+    """The session id (u32, non-zero) the keys belong to; it is bound into both keys."""
+    station_to_robot: bytes = field(repr=False)
+    """Key of the datagrams the station sends (commands, heartbeats)."""
+    robot_to_station: bytes = field(repr=False)
+    """Key of the datagrams the robot sends (state, telemetry)."""
+
+    def __post_init__(self) -> None:
+        _check_session(self.session)
+        for name in ("station_to_robot", "robot_to_station"):
+            key = getattr(self, name)
+            if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+                raise ConfigError(f"SessionKeys.{name} must be {KEY_SIZE} bytes")
+
+    @classmethod
+    def derive(cls, secret: bytes, session: int) -> SessionKeys:
+        """Both keys from the 32-byte session secret and the session id (HKDF-SHA256)."""
+        return cls(
+            session=session,
+            station_to_robot=derive_key(secret, session, INFO_STATION_TO_ROBOT),
+            robot_to_station=derive_key(secret, session, INFO_ROBOT_TO_STATION),
+        )
+
+    def sending_key(self, role: Role) -> bytes:
+        """The key `role` (this end: station or robot) seals with."""
+        if role == Role.STATION:
+            return self.station_to_robot
+        if role == Role.ROBOT:
+            return self.robot_to_station
+        raise ConfigError(f"role must be Role.STATION or Role.ROBOT, got {role!r}")
+
+    def receiving_key(self, role: Role) -> bytes:
+        """The key `role` (this end) opens with: its peer's sending key."""
+        if role == Role.STATION:
+            return self.robot_to_station
+        if role == Role.ROBOT:
+            return self.station_to_robot
+        raise ConfigError(f"role must be Role.STATION or Role.ROBOT, got {role!r}")
+
+    def sealer(self, role: Role) -> Sealer:
+        """A `Sealer` for what `role` (this end: station or robot) sends in this session."""
+        return Sealer(self.sending_key(role), self.session)
+
+    def opener(self, role: Role) -> Opener:
+        """An `Opener` for what `role` (this end) receives from its peer in this session."""
+        return Opener(self.receiving_key(role), self.session)
+
+
+def nonce(stream: int, seq: int) -> bytes:
+    """The 12-byte nonce of the datagram (`stream`, `seq`): stream u32 LE, seq u64 LE."""
+    return _pack_nonce(stream, seq)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sealing
+
+
+class Sealer:
+    """Seals one session's datagrams in one direction (holds the key's cipher, built once).
+
+    A nonce must never repeat under a key, so a sealer refuses a sequence number that is not
+    higher than the last one it sealed on the same stream (`LocalProtocolError`): restarting
+    sequence numbers in a session needs new keys (a new session secret).
+    """
+
+    __slots__ = ("_encrypt", "_last", "session")
+
+    def __init__(self, key: bytes, session: int) -> None:
+        if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+            raise ConfigError(f"key must be {KEY_SIZE} bytes")
+        _check_session(session)
+        self.session = session
+        """The session id every datagram sealed here carries."""
+        self._encrypt = ChaCha20Poly1305(key).encrypt
+        self._last: dict[int, int] = {}
+
+    def seal(self, message: object, *, stream: int, seq: int, send_time_ns: int) -> bytes:
+        """Encode `message` as an authenticated datagram of this session: the header (flag
+        AUTHENTICATED, body length = body + 16) in clear, then the encrypted body and the tag.
+
+        Raises `LocalProtocolError` for what `encode` cannot carry, and for a `seq` not higher
+        than the last one sealed on `stream`.
+        """
+        header, body = encode_parts(
+            message, stream=stream, session=self.session, seq=seq, send_time_ns=send_time_ns,
+            flags=FLAG_AUTHENTICATED, trailer=_TAG,
+        )  # fmt: skip
+        last = self._last.get(stream, 0)
+        if seq <= last:
+            raise LocalProtocolError(
+                f"sequence number {seq} on stream {stream} is not above the last sealed ({last}): "
+                "its nonce would repeat (restarting sequence numbers needs a new session secret)"
+            )
+        self._last[stream] = seq
+        return header + self._encrypt(_pack_nonce(stream, seq), body, header)
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening
+
+
+def _as_bytes(data: Any) -> bytes:
+    """`data` as bytes (anything but bytes is copied once; the datagram is small)."""
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not {type(data).__name__}") from None
+
+
+def _too_short(length: int) -> DecodeError:
+    return DecodeError(f"authenticated body length {length} is shorter than the {_TAG}-byte tag")
+
+
+def _forged(header: Header) -> AuthenticationError:
+    return AuthenticationError(
+        f"{header.type.name} on stream {header.stream} seq {header.seq}: "
+        "the tag does not verify (forged, corrupted, or sealed with another key)"
+    )
+
+
+class Opener:
+    """Opens one session's datagrams from the peer (holds the peer's key's cipher, built once).
+
+    Stateless: replay protection is the caller's `SequenceWindow`, applied only to a datagram
+    that opened (so only authenticated sequence numbers ever move it).
+    """
+
+    __slots__ = ("_decrypt", "session")
+
+    def __init__(self, key: bytes, session: int) -> None:
+        if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+            raise ConfigError(f"key must be {KEY_SIZE} bytes")
+        _check_session(session)
+        self.session = session
+        """The session whose datagrams this opener takes."""
+        self._decrypt = ChaCha20Poly1305(key).decrypt
+
+    def unseal(self, data: Buffer) -> tuple[Header, bytes]:
+        """Check the header and the session, verify and decrypt: the header and the plaintext
+        body, not parsed yet (`decode_body` parses it).
+
+        `data` is any bytes-like object (a `TypeError` if it is not one). Raises `DecodeError`
+        for a malformed header or a body shorter than the tag, `AuthenticationError` for a plain
+        datagram or a tag that does not verify, `UnknownSessionError` for another session's
+        datagram; nothing else, whatever the bytes.
+        """
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        header, length = _parse_header(data, FLAG_AUTHENTICATED)
+        return header, self._unseal(header, length, data)
+
+    def _unseal(self, header: Header, length: int, data: bytes) -> bytes:
+        """The rest of `unseal`, once the header of `data` has been parsed and checked."""
+        if length < _TAG:
+            raise _too_short(length)
+        if header.session != self.session:
+            raise UnknownSessionError(
+                f"session {header.session:08x} is not this opener's ({self.session:08x})",
+                header.session,
+            )
+        try:
+            plain: bytes = self._decrypt(
+                _pack_nonce(header.stream, header.seq), data[HEADER_SIZE:], data[:HEADER_SIZE]
+            )
+        except InvalidTag:
+            raise _forged(header) from None
+        return plain
+
+    def open(self, data: Buffer) -> Datagram:
+        """`unseal`, then parse the body: the datagram, as `decode` gives a plain one.
+
+        Raises what `unseal` raises, and `DecodeError` for a malformed body (which only a key
+        holder can have sent). Arrays in the message are read-only views of the decrypted
+        plaintext (a fresh bytes object), never of `data`.
+        """
+        header, plain = self.unseal(data)
+        return _new_tuple(Datagram, (header, decode_body(header.type, plain)))
+
+
+def open_datagram(data: Buffer, openers: Mapping[int, Opener]) -> Datagram:
+    """Open `data` with the opener of the session its header names (`openers`: session id ->
+    `Opener`, e.g. every session a robot holds keys for). Raises as `Opener.open`, with
+    `UnknownSessionError` when `openers` has no opener for the session."""
+    if type(data) is not bytes:
+        data = _as_bytes(data)
+    header, length = _parse_header(data, FLAG_AUTHENTICATED)
+    opener = openers.get(header.session)
+    if opener is None:
+        if length < _TAG:
+            raise _too_short(length)
+        raise UnknownSessionError(f"session {header.session:08x} has no key", header.session)
+    plain = opener._unseal(header, length, data)
+    return _new_tuple(Datagram, (header, decode_body(header.type, plain)))
