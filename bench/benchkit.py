@@ -1,5 +1,5 @@
 """Shared helpers of the benchmarks: percentiles, interleaved (ABAB) rounds on the
-pytest-benchmark fixture, CPU pinning, and child-process peers.
+pytest-benchmark fixture, CPU pinning, the machine's stall floor, and child-process peers.
 
 Every benchmark here compares the runtime against a baseline measured in the same run, because
 this is a shared 2-vCPU machine whose speed drifts from minute to minute. Where a target is
@@ -10,12 +10,15 @@ is taken per block pair and then the median over pairs.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import os
 import platform
 import select
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,10 +39,12 @@ def check_targets(
     measured: dict[str, float],
     targets: dict[str, float],
     what: str,
+    *,
+    unit: str = "x",
 ) -> None:
-    """Fail naming every measured ratio above its target (upper bounds)."""
+    """Fail naming every measured value above its target (upper bounds; ratios by default)."""
     missed = [
-        f"{key} {measured[key]}x > {limit}x" for key, limit in targets.items()
+        f"{key} {measured[key]}{unit} > {limit}{unit}" for key, limit in targets.items()
         if not measured[key] <= limit
     ]  # fmt: skip
     if not missed:
@@ -137,14 +142,128 @@ def pinned(cpu: int | None) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
+def cpu_time_ns(pid: int) -> int:
+    """CPU time a process's main thread has run, ns (``/proc/PID/schedstat``; softirq work
+    done in its context, such as loopback delivery of what it sends, included)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def spin_gaps(duration_s: float, threshold_ns: int = 20_000) -> tuple[list[int], int]:
+    """Spin reading `time.monotonic_ns()` (a read every ~0.1 µs) for `duration_s`; return every
+    gap longer than `threshold_ns` and the time spun, ns. See `stall_floor`."""
+    monotonic_ns = time.monotonic_ns
+    gaps: list[int] = []
+    keep = gaps.append
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = last = monotonic_ns()
+        end = start + int(duration_s * 1e9)
+        while last < end:
+            now = monotonic_ns()
+            if now - last > threshold_ns:
+                keep(now - last)
+            last = now
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return gaps, last - start
+
+
+def stall_floor(gaps: Sequence[int], span_ns: int, threshold_ns: int = 20_000) -> dict[str, Any]:
+    """The machine's stall floor from `spin_gaps` (pieces may be concatenated): how often and
+    how long the CPU was taken away from a spinning process. On a VM that is the hypervisor,
+    interrupts and other tenants' tasks; no userspace program on that CPU keeps time better.
+    Spin pinned where the program under test runs, interleaved with its measurement."""
+    empty = {"n": 0, "p50_us": 0.0, "p99_us": 0.0, "p99_9_us": 0.0, "max_us": 0.0}
+    return {
+        "spun_s": round(span_ns / 1e9, 3),
+        "threshold_us": threshold_ns / 1e3,
+        "stalls": len(gaps),
+        "stalls_per_s": round(len(gaps) / (span_ns / 1e9), 1),
+        "stalled_fraction": round(sum(gaps) / span_ns, 5),
+        "stall": percentiles_us(gaps) if len(gaps) else empty,
+        "residual_at_random_instant": {
+            key: stall_residual_us(gaps, span_ns, q)
+            for key, q in zip(KEYS, PERCENTILES, strict=True)
+        },
+    }
+
+
+@contextlib.contextmanager
+def timer_slack(ns: int) -> Iterator[None]:
+    """Set this thread's timer slack (Linux ``prctl``; the default is 50 µs), then restore it."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        before = prctl(30, 0, 0, 0, 0)  # PR_GET_TIMERSLACK
+        prctl(29, ns, 0, 0, 0)  # PR_SET_TIMERSLACK
+    except (OSError, AttributeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        prctl(29, before, 0, 0, 0)
+
+
+def wake_lateness(
+    duration_s: float, period_ns: int = 1_000_000, early_ns: int = 100_000
+) -> list[int]:
+    """How late a program that sleeps between deadlines meets them: every `period_ns`, sleep
+    in ``select()`` until `early_ns` before the deadline (timer slack 1 ns), spin the rest,
+    note now - deadline. The floor of the netsim relay's own design (it sleeps, wakes early
+    and spins), as `spin_gaps` is the floor of a program that never sleeps."""
+    monotonic_ns = time.monotonic_ns
+    late: list[int] = []
+    with timer_slack(1):
+        due = monotonic_ns() + period_ns
+        end = due + int(duration_s * 1e9)
+        while due < end:
+            wait = due - early_ns - monotonic_ns()
+            if wait > 0:
+                select.select([], [], [], wait / 1e9)
+            while monotonic_ns() < due:
+                pass
+            late.append(monotonic_ns() - due)
+            due += period_ns
+    return late
+
+
+def stall_residual_us(gaps: Sequence[int], span_ns: int, q: float) -> float:
+    """The q-th percentile of how long a program that never sleeps must still wait, at a
+    random instant, for the stall it is in to end (0 outside stalls): x with
+    P(residual > x) = sum(max(gap - x, 0)) / span = 1 - q/100. The lateness a perfect
+    timer would show on this CPU, to set against a program's own."""
+    tail = (1 - q / 100) * span_ns
+    g = np.sort(np.asarray(gaps, dtype=np.float64))[::-1]  # longest first
+    if g.size == 0 or g.sum() <= tail:
+        return 0.0
+    # With the k longest gaps above x: sum(g[:k]) - k*x = tail, for the k where x lands.
+    k = np.arange(1, g.size + 1)
+    x = (np.cumsum(g) - tail) / k
+    below = np.append(g[1:], 0.0)
+    i = int(np.argmax((x >= below) & (x <= g)))
+    return round(float(x[i]) / 1e3, 2)
+
+
 class Peer:
     """A child process of `peers.py` serving on a UDP socket bound here (no port race)."""
 
-    def __init__(self, mode: str, *, cpu: int | None = None, ready_timeout: float = 20.0) -> None:
+    def __init__(
+        self,
+        mode: str,
+        *,
+        cpu: int | None = None,
+        args: Sequence[str] = (),
+        rcvbuf: int | None = None,
+        ready_timeout: float = 20.0,
+    ) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.bind(("127.0.0.1", 0))
         self.address: tuple[str, int] = sock.getsockname()
-        cmd = [sys.executable, str(PEERS), mode, str(sock.fileno())]
+        cmd = [sys.executable, str(PEERS), mode, str(sock.fileno()), *args]
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
         self.proc = subprocess.Popen(

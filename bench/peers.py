@@ -1,7 +1,7 @@
 """The far ends of the benchmarks, each run as a child process (this is a 2-core machine: the
 benchmark process gets one core, the peer the other).
 
-    python bench/peers.py {bare,runtime,sink} FD [--cpu N]
+    python bench/peers.py {bare,runtime,sink,forward} FD [--to HOST:PORT] [--cpu N]
 
 FD is an already bound UDP socket passed by the parent (no port race). Every peer prints
 ``ready`` once serving. The echo servers run on a uvloop event loop and exit when their stdin
@@ -12,11 +12,15 @@ reaches EOF (the parent closed it or died), so a crashed benchmark never leaves 
   (`telepresence.udp.open_udp`, which stamps the arrival time) feeds each datagram to
   `RobotCore.receive_datagram` (decode, session check, `SequenceWindow`, `CommandGuard` with
   the sim-arm manifest, the pending slot, the "decoded" stamp); the command is then taken from
-  the pending slot, as the control tick would, and answered at once with an encoded TELEMETRY
-  carrying its stage stamps, sent back through the same adapter.
+  the pending slot, as the control tick would, and echoed at once: re-encoded under the
+  runtime's own header and sent back through the same adapter.
 - ``sink``: the receiving half of the naive 1 kHz baseline of `bench_control_rate.py`: a
   blocking socket that counts datagrams until one equal to `SINK_STOP` arrives, then prints
   the count.
+- ``forward``: the bare floor of a userspace UDP forwarder, for `bench_netsim.py`: a blocking
+  ``recvfrom`` on FD and ``send`` on a socket connected to ``--to`` (the relay's socket
+  set-up: a listening socket passed by descriptor, a connected socket towards the server).
+  It exits when its stdin reaches EOF.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import os
 import socket
 import sys
+import threading
 import time
 from typing import Any
 
@@ -121,10 +126,28 @@ def serve_sink(sock: socket.socket) -> None:
     print(received, flush=True)
 
 
+def _exit_on_stdin_eof() -> None:
+    sys.stdin.buffer.read()
+    os._exit(0)
+
+
+def serve_forward(sock: socket.socket, to: tuple[str, int]) -> None:
+    out = socket.socket(sock.family, socket.SOCK_DGRAM)
+    out.connect(to)
+    sock.setblocking(True)
+    threading.Thread(target=_exit_on_stdin_eof, daemon=True).start()
+    print("ready", flush=True)
+    recvfrom, send = sock.recvfrom, out.send
+    while True:
+        data, _addr = recvfrom(65535)
+        send(data)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("bare", "runtime", "sink"))
+    parser.add_argument("mode", choices=("bare", "runtime", "sink", "forward"))
     parser.add_argument("fd", type=int, help="a bound UDP socket passed by the parent")
+    parser.add_argument("--to", metavar="HOST:PORT", help="where `forward` sends")
     parser.add_argument("--cpu", type=int, help="run on this CPU only")
     args = parser.parse_args(argv)
     if args.cpu is not None:  # pin before anything starts a thread (numpy's BLAS pool)
@@ -133,6 +156,12 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=args.fd)
     if mode == "sink":
         serve_sink(sock)
+        return 0
+    if mode == "forward":
+        if not args.to:
+            parser.error("forward needs --to HOST:PORT")
+        host, _, port = args.to.rpartition(":")
+        serve_forward(sock, (host, int(port)))
         return 0
     import uvloop
 

@@ -30,9 +30,14 @@ A, B = b"station-a", b"station-b"
 
 def state() -> ControlState:
     return ControlState(
-        manifest={"robot_id": "r"}, data_addresses=["127.0.0.1:7000"], control_rate_hz=500,
-        secure=True, link_capacity_bps=100e6, lease_ttl_ns=2 * S, session_timeout_ns=10 * S,
-    )  # fmt: skip
+        manifest={"robot_id": "r"},
+        data_addresses=["127.0.0.1:7000"],
+        control_rate_hz=500,
+        secure=True,
+        link_capacity_bps=100e6,
+        lease_ttl_ns=2 * S,
+        session_timeout_ns=10 * S,
+    )
 
 
 def hello(st: ControlState, who: bytes, now: int = 0, role: str = "control") -> Welcome:
@@ -103,11 +108,23 @@ def test_clock_reply_carries_the_robot_stamps() -> None:
 def test_reservation_over_capacity_is_refused_with_the_reason() -> None:
     st = state()
     hello(st, A)
-    ok = st.handle(A, "a", Reserve(stream=1, traffic_class="control", rate_bps=1e6,
-                                   burst_bytes=3000, max_packet_bytes=200), 0)  # fmt: skip
+    ok = st.handle(
+        A,
+        "a",
+        Reserve(
+            stream=1, traffic_class="control", rate_bps=1e6, burst_bytes=3000, max_packet_bytes=200
+        ),
+        0,
+    )
     assert isinstance(ok[0][1], Grant) and ok[0][1].dscp == 46
-    (refused,) = st.handle(A, "a", Reserve(stream=3, traffic_class="video", rate_bps=95e6,
-                                           burst_bytes=60000, max_packet_bytes=1200), 0)  # fmt: skip
+    (refused,) = st.handle(
+        A,
+        "a",
+        Reserve(
+            stream=3, traffic_class="video", rate_bps=95e6, burst_bytes=60000, max_packet_bytes=1200
+        ),
+        0,
+    )
     assert isinstance(refused[1], Refuse) and refused[1].code == "over capacity"
     assert "video stream 3 asks 95 Mbit/s" in refused[1].reason
 
@@ -118,8 +135,14 @@ def test_bye_releases_lease_and_reservations() -> None:
     st.on_close = closed.append
     w = hello(st, A)
     st.handle(A, "a", LeaseTake(), 0)
-    st.handle(A, "a", Reserve(stream=3, traffic_class="video", rate_bps=50e6,
-                              burst_bytes=60000, max_packet_bytes=1200), 0)  # fmt: skip
+    st.handle(
+        A,
+        "a",
+        Reserve(
+            stream=3, traffic_class="video", rate_bps=50e6, burst_bytes=60000, max_packet_bytes=1200
+        ),
+        0,
+    )
     st.handle(A, "a", Bye(), 1)
     assert st.lease.holder is None and not st.sessions and closed[0].session == w.session
     assert st.admission["up"].reserved_bps == 0
@@ -159,6 +182,9 @@ def test_malformed_control_messages_name_the_problem(frames: list[bytes], match:
 
 
 def test_every_message_round_trips() -> None:
-    for m in (Hello(station="s"), LeaseState(holder=5, you_hold=True, expires_in_ms=3.5),
-              Reserve(stream=1, traffic_class="video", rate_bps=1e6, burst_bytes=1, max_packet_bytes=1)):  # fmt: skip
+    for m in (
+        Hello(station="s"),
+        LeaseState(holder=5, you_hold=True, expires_in_ms=3.5),
+        Reserve(stream=1, traffic_class="video", rate_bps=1e6, burst_bytes=1, max_packet_bytes=1),
+    ):
         assert decode_message(encode_message(m)) == m
