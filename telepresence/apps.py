@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from telepresence.aio import PreciseTicker
+from telepresence.control.server import ControlServer, ServerSession
 from telepresence.endpoint import RobotCore
 from telepresence.exceptions import RobotUnreachable
+from telepresence.security import SessionKeys
 from telepresence.station import StationCore
 from telepresence.udp import open_udp
 
@@ -98,19 +100,27 @@ async def serve_robot(
     duration: float | None = None,
     stop: asyncio.Event | None = None,
     align_ticks: bool = True,
+    control: ControlServer | None = None,
 ) -> dict[str, Any]:
     """Run the robot endpoint until `stop` is set or `duration` seconds pass; return status.
 
     With `align_ticks`, the control ticks' phase follows the station's: when commands arrive
     phase-locked to the ticks (the station sends at the control rate, or a divisor of it),
     the schedule moves so that each tick comes `ALIGN_MARGIN_NS` after the typical arrival,
-    instead of anywhere up to a whole period later (the rate stays the same)."""
+    instead of anywhere up to a whole period later (the rate stays the same).
+
+    With `control`, the control-plane server runs alongside: sessions it opens get their
+    data-plane keys in the core, and sessions it closes are forgotten."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     udp = await open_udp(core.receive_datagram, local=local, sock=sock)
     assert udp.transport is not None
     address = udp.transport.get_extra_info("sockname")
     core.start(time.monotonic_ns())
+    if control is not None:
+        _attach_control(core, control, address)
+        endpoint = await control.start()
+        log.info("control plane on %s (%s)", endpoint, "secure" if core.secure else "insecure")
     lateness = _Lateness()
     period = round(1e9 / core.config.control_rate_hz)
     ticks = 0
@@ -145,6 +155,8 @@ async def serve_robot(
     finally:
         ticker.stop()
         await asyncio.sleep(0)  # let a tick already handed to the loop run first
+        if control is not None:
+            await control.close()
         core.close()
         udp.transport.close()
     return {
@@ -155,6 +167,30 @@ async def serve_robot(
         "tick_alignment_shifts_us": [round(x / 1e3, 1) for x in shifts[-20:]],
         "handler_errors": udp.handler_errors,
     }
+
+
+def _attach_control(core: RobotCore, control: ControlServer, address: Any) -> None:
+    """Wire the control plane's sessions to the data plane's keys and windows."""
+    state = control.state
+    host, port = address[0], address[1]
+    state.data_addresses = [f"{'' if host in ('0.0.0.0', '::') else host}:{port}"]
+
+    def opened(session: ServerSession) -> None:
+        if core.secure is not None:
+            core.secure.add(SessionKeys.derive(session.secret, session.session))
+
+    def closed(session: ServerSession) -> None:
+        if core.secure is not None:
+            core.secure.remove(session.session)
+        core.forget_session(session.session)
+
+    state.on_open, state.on_close = opened, closed
+
+
+def data_address(advertised: str, control_host: str) -> tuple[str, int]:
+    """A robot's advertised data address; an empty host means the control plane's host."""
+    host, _, port = advertised.rpartition(":")
+    return (host or control_host or "127.0.0.1"), int(port)
 
 
 async def run_station(

@@ -20,11 +20,27 @@ from robots import plugins
 from robots.exceptions import RobotsError
 from telepresence import options
 from telepresence.aio import LOOP_CHOICES, loop_factory
-from telepresence.apps import RobotUnreachable, run_station, serve_robot
-from telepresence.endpoint import EndpointConfig, RobotCore
-from telepresence.exceptions import TelepresenceError
+from telepresence.apps import data_address, run_station, serve_robot
+from telepresence.control.client import ControlClient
+from telepresence.control.keys import (
+    generate_keypair,
+    load_authorized_keys,
+    load_keypair,
+    load_public_key,
+)
+from telepresence.control.lease import ControlLease
+from telepresence.control.server import ControlServer, ControlState
+from telepresence.endpoint import EndpointConfig, RobotCore, SecureSessions
+from telepresence.exceptions import (
+    AccessRefused,
+    ConfigError,
+    ControlRefused,
+    RobotUnreachable,
+    TelepresenceError,
+)
 from telepresence.inputs import INPUT_GROUP, InputSource, RobotView
 from telepresence.profiler import format_report
+from telepresence.security import SessionKeys
 from telepresence.station import StationConfig, StationCore
 from telepresence.udp import parse_hostport
 
@@ -117,6 +133,67 @@ def _add_robot_timing(p: argparse.ArgumentParser) -> None:
     )
 
 
+CONFIG_DIR = Path("~/.config/telepresence").expanduser()
+INSECURE_WARNING = (
+    "WARNING: --insecure: no operator authentication, no encryption, no control lease. Anyone "
+    "who can reach this port can drive the robot. Use it for benchmarks only."
+)
+
+
+def _add_security(p: argparse.ArgumentParser, *, robot: bool) -> None:
+    g = p.add_argument_group("security (on by default)")
+    if robot:
+        g.add_argument(
+            "--key",
+            type=Path,
+            default=CONFIG_DIR / "robot.key_secret",
+            help="the robot's secret key (default: %(default)s; make one with "
+            "`telepresence keygen robot`)",
+        )
+        g.add_argument(
+            "--authorized-keys",
+            type=Path,
+            default=CONFIG_DIR / "authorized_keys",
+            help="operators allowed to connect: a directory of public .key files or "
+            "a file of '<Z85 key> name' lines (default: %(default)s)",
+        )
+        g.add_argument(
+            "--control",
+            metavar="ENDPOINT",
+            help="control-plane ZeroMQ endpoint to bind, tcp://HOST:PORT or "
+            "ipc://PATH (default: tcp://<listen host>:<listen port + 1>)",
+        )
+        g.add_argument(
+            "--link-capacity",
+            default="100mbit",
+            metavar="RATE",
+            help="capacity reservations are admitted against (default: 100mbit)",
+        )
+    else:
+        g.add_argument(
+            "--key",
+            type=Path,
+            default=CONFIG_DIR / "operator.key_secret",
+            help="this operator's secret key (default: %(default)s; make one with "
+            "`telepresence keygen operator`)",
+        )
+        g.add_argument(
+            "--robot-key",
+            metavar="KEY",
+            help="the robot's public key: its .key file or the 40-character Z85 text",
+        )
+        g.add_argument(
+            "--observe",
+            action="store_true",
+            help="open an observer session: telemetry without taking control",
+        )
+    g.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no authentication or encryption (benchmarks only; prints a warning)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="telepresence",
@@ -158,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--driver", default="sim-arm", help="driver plugin for the robot (default: sim-arm)"
     )
+    demo.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run the demo without authentication and encryption (to compare)",
+    )
     _add_robot_timing(demo)
     _add_common(demo)
     demo.set_defaults(func=cmd_demo, log_level_default="warning")
@@ -196,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this long (default: run until interrupted)",
     )
     _add_robot_timing(robot)
+    _add_security(robot, robot=True)
     _add_common(robot)
     robot.set_defaults(func=cmd_robot)
 
@@ -208,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the control rate, collect telemetry and print the latency table and counters.",
     )
     station.add_argument(
-        "--connect", required=True, metavar="HOST:PORT", help="the robot endpoint's UDP address"
+        "--connect",
+        required=True,
+        metavar="ADDRESS",
+        help="the robot: its control plane, HOST:PORT (TCP, default port 7001) or a ZeroMQ "
+        "endpoint (tcp://..., ipc://...); with --insecure, its UDP data address HOST:PORT",
     )
     station.add_argument(
         "--input",
@@ -250,8 +337,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for the robot to answer (default: 5)",
     )
+    _add_security(station, robot=False)
     _add_common(station)
     station.set_defaults(func=cmd_station)
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make a CurveZMQ key pair for a robot or an operator",
+        description="Write NAME.key (public) and NAME.key_secret (secret, mode 600) into --dir. "
+        "Give a robot's public key to its operators (--robot-key) and put operators' public keys "
+        "in the robot's --authorized-keys.",
+    )
+    keygen.add_argument("name", help="e.g. robot, operator, or a person's name")
+    keygen.add_argument(
+        "--dir",
+        type=Path,
+        default=CONFIG_DIR,
+        help="where to write the files (default: %(default)s)",
+    )
+    keygen.set_defaults(func=cmd_keygen)
 
     drivers = sub.add_parser(
         "drivers",
@@ -349,17 +453,66 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
 # -- commands -----------------------------------------------------------------------------
 
 
+def _control_server(
+    args: argparse.Namespace, core_secure: bool, manifest: Any, listen: tuple[str, int] | None
+) -> ControlServer:
+    from netsim.units import parse_rate
+
+    keypair = authorized = None
+    if core_secure:
+        if not args.key.exists():
+            raise ConfigError(
+                f"no robot key at {args.key}: make one with `telepresence keygen robot --dir "
+                f"{args.key.parent}`, or run with --insecure (benchmarks only)"
+            )
+        keypair = load_keypair(args.key)
+        if not args.authorized_keys.exists():
+            raise ConfigError(
+                f"no operator allowlist at {args.authorized_keys}: put operators' public .key "
+                "files in that directory (or list their keys in that file), or pass "
+                "--authorized-keys PATH"
+            )
+        authorized = load_authorized_keys(args.authorized_keys)
+    endpoint = args.control
+    if endpoint is None:
+        host, port = listen or ("0.0.0.0", 7000)
+        endpoint = f"tcp://{'*' if host in ('0.0.0.0', '') else host}:{port + 1}"
+    elif "://" not in endpoint:
+        host, port = parse_hostport(endpoint, what="--control")
+        endpoint = f"tcp://{host}:{port}"
+    state = ControlState(
+        manifest=manifest.to_dict(),
+        data_addresses=[],
+        control_rate_hz=args.rate,
+        secure=core_secure,
+        link_capacity_bps=parse_rate(args.link_capacity, "--link-capacity"),
+    )
+    return ControlServer(
+        state, bind=endpoint, keypair=keypair, authorized=authorized, clock=time.monotonic_ns
+    )
+
+
 def cmd_robot(args: argparse.Namespace) -> int:
     driver = plugins.create_driver(
         args.driver, options.key_values(args.driver_config, option="--driver-config")
     )
-    core = RobotCore(driver, _endpoint_config(args), clock=time.monotonic_ns)
+    secure = None
+    if args.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
+    else:
+        secure = SecureSessions(ControlLease(2_000_000_000))
     sock = None
     local = None
     if args.listen_fd is not None:
         sock = socket.socket(fileno=args.listen_fd)
     else:
         local = parse_hostport(args.listen, what="--listen")
+    listen = local if sock is None else sock.getsockname()[:2]
+    control = None
+    if not args.insecure:
+        control = _control_server(args, True, driver.manifest, listen)
+        secure.lease = control.state.lease  # type: ignore[union-attr]
+    core = RobotCore(driver, _endpoint_config(args), clock=time.monotonic_ns, secure=secure)
 
     status = _run(
         lambda stop: serve_robot(
@@ -369,12 +522,13 @@ def cmd_robot(args: argparse.Namespace) -> int:
             duration=args.duration,
             stop=stop,
             align_ticks=args.align_ticks,
+            control=control,
         ),
         args.loop,
     )
     print(
         f"robot {core.manifest.robot_id} ({args.driver}) on {status['address']}: "
-        f"mode {status['mode']}"
+        f"mode {status['mode']}, {'secure' if secure else 'INSECURE'}"
     )
     print("  " + ", ".join(f"{k} {v}" for k, v in status["counters"].items()))
     lat = status["tick_lateness"]
@@ -387,29 +541,111 @@ def cmd_robot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _control_endpoint(text: str) -> tuple[str, str]:
+    """(ZeroMQ endpoint, host) of a robot's control plane given as HOST[:PORT] or a URL."""
+    if "://" in text:
+        host = text.split("://", 1)[1].rpartition(":")[0].strip("[]")
+        return text, ("127.0.0.1" if text.startswith("ipc://") else host)
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "7001"
+    return f"tcp://{host}:{int(port)}", host.strip("[]")
+
+
+async def _secure_station(
+    connect: str,
+    args: argparse.Namespace,
+    make_input: Any,
+    config: StationConfig,
+    duration: float,
+    stop: asyncio.Event,
+) -> dict[str, Any]:
+    if not args.key.exists():
+        raise ConfigError(
+            f"no operator key at {args.key}: make one with `telepresence keygen operator --dir "
+            f"{args.key.parent}` and give its .key file to the robot's owner, or run with "
+            "--insecure against an --insecure robot (benchmarks only)"
+        )
+    if not args.robot_key:
+        raise ConfigError("--robot-key is required: the robot's public key (file or Z85 text)")
+    endpoint, host = _control_endpoint(connect)
+    client = ControlClient(
+        endpoint,
+        keypair=load_keypair(args.key),
+        robot_public_key=load_public_key(args.robot_key),
+        station=socket.gethostname(),
+        role="observe" if args.observe else "control",
+        clock=time.monotonic_ns,
+    )
+    try:
+        welcome = await client.connect(timeout_s=getattr(args, "wait", 5.0))
+        await client.sync_clock()
+        if not args.observe:
+            await client.take_lease()
+        keys = SessionKeys.derive(bytes.fromhex(welcome.secret), welcome.session)
+        core = StationCore(config, make_input, clock=time.monotonic_ns, keys=keys)
+        if config.clock_offset_ns is None:
+            core.clock_offset = client.clock_offset  # refined by telemetry exchanges too
+        via = getattr(args, "data_via", None)  # the demo routes the data plane through a relay
+        remote = via or data_address(welcome.data_addresses[0], host)
+        summary = await run_station(
+            core, remote, duration=duration, stop=stop, wait_for_robot_s=getattr(args, "wait", 5.0)
+        )
+        summary["control"] = {
+            "endpoint": endpoint,
+            "session": f"{welcome.session:08x}",
+            "data_address": f"{remote[0]}:{remote[1]}",
+            "robot_id": welcome.manifest.get("robot_id"),
+            "held_control": bool(client.lease and client.lease.you_hold) or not args.observe,
+        }
+        return summary
+    finally:
+        await client.close()
+
+
 def _station(
-    args: argparse.Namespace, remote: tuple[str, int], clock_offset: int | None, duration: float
+    args: argparse.Namespace, remote: str, clock_offset: int | None, duration: float
 ) -> dict[str, Any]:
     make_input = _input_factory(
         args.input, options.key_values(getattr(args, "input_option", None), option="--input-option")
     )
     config = StationConfig(control_rate_hz=args.rate, clock_offset_ns=clock_offset)
-    core = StationCore(config, make_input, clock=time.monotonic_ns)
-    result: dict[str, Any] = _run(
-        lambda stop: run_station(
-            core, remote, duration=duration, stop=stop, wait_for_robot_s=getattr(args, "wait", 5.0)
-        ),
-        args.loop,
+    if args.insecure:
+        print(INSECURE_WARNING, file=sys.stderr)
+        core = StationCore(config, make_input, clock=time.monotonic_ns)
+        address = parse_hostport(remote, what="--connect")
+        result: dict[str, Any] = _run(
+            lambda stop: run_station(
+                core,
+                address,
+                duration=duration,
+                stop=stop,
+                wait_for_robot_s=getattr(args, "wait", 5.0),
+            ),
+            args.loop,
+        )
+        return result
+    secure_result: dict[str, Any] = _run(
+        lambda stop: _secure_station(remote, args, make_input, config, duration, stop), args.loop
     )
-    return result
+    return secure_result
 
 
 def cmd_station(args: argparse.Namespace) -> int:
-    remote = parse_hostport(args.connect, what="--connect")
-    summary = _station(args, remote, 0 if args.clock == "shared" else None, args.duration)
+    summary = _station(args, args.connect, 0 if args.clock == "shared" else None, args.duration)
     summary["robot_address"] = args.connect
     print_summary(f"station -> {args.connect}: {args.duration:g} s at {args.rate:g} Hz", summary)
     _write_json(args.json, summary)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    public, secret = generate_keypair(args.dir, args.name)
+    key = load_public_key(str(public))
+    print(f"wrote {public} (public) and {secret} (secret, keep it private)")
+    print(f"public key: {key.decode()}")
+    print(f"  a robot's key: its operators pass --robot-key {public}")
+    print(f"  an operator's key: the robot's owner adds {public} to the robot's --authorized-keys")
     return 0
 
 
@@ -454,6 +690,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (TelepresenceError, RobotsError, ValueError, argparse.ArgumentTypeError) as exc:
         print(f"telepresence {args.command}: error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, RobotUnreachable) else 2
+        return 1 if isinstance(exc, RobotUnreachable | AccessRefused | ControlRefused) else 2
     except KeyboardInterrupt:
         return 130

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from telepresence.control.keys import generate_keypair
+
 log = logging.getLogger(__name__)
 
 __all__ = ["run_demo"]
@@ -60,15 +62,40 @@ def _robot_command(args: argparse.Namespace, fd: int, status_file: Path) -> list
 
 def _relay_command(args: argparse.Namespace, fd: int, robot_port: int, stats: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "netsim", "relay",
-        "--listen-fd", str(fd),
-        "--to", f"127.0.0.1:{robot_port}",
-        "--profile", args.profile,
-        "--json", str(stats),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "netsim",
+        "relay",
+        "--listen-fd",
+        str(fd),
+        "--to",
+        f"127.0.0.1:{robot_port}",
+        "--profile",
+        args.profile,
+        "--json",
+        str(stats),
+    ]
     if args.distance_km is not None:
         cmd += ["--distance-km", repr(args.distance_km)]
     return cmd
+
+
+def _demo_keys(tmp: Path, args: argparse.Namespace, robot_cmd: list[str]) -> str:
+    """Make a robot and an operator key pair for this run; return the control endpoint."""
+    keys = tmp / "keys"
+    _, robot_secret = generate_keypair(keys, "robot")
+    operator_public, operator_secret = generate_keypair(keys / "operators", "demo-operator")
+    control = f"ipc://{tmp / 'control.sock'}"
+    robot_cmd += [
+        "--key",
+        str(robot_secret),
+        "--authorized-keys",
+        str(operator_public.parent),
+        "--control",
+        control,
+    ]
+    args.key, args.robot_key = operator_secret, str(keys / "robot.key")
+    return control
 
 
 def _bound_socket() -> socket.socket:
@@ -117,12 +144,18 @@ def run_demo(
 ) -> int:
     """Run the demo; return the exit status."""
     args.input, args.input_option, args.wait = "script", None, 10.0
+    args.observe = False
     children: list[tuple[subprocess.Popen[bytes], str]] = []
     with tempfile.TemporaryDirectory(prefix="telepresence-demo-") as tmp:
         robot_status, relay_stats = Path(tmp) / "robot.json", Path(tmp) / "relay.json"
         robot_sock = _bound_socket()
         robot_port = target_port = robot_sock.getsockname()[1]
         robot_cmd = _robot_command(args, robot_sock.fileno(), robot_status)
+        if args.insecure:
+            robot_cmd.append("--insecure")
+            connect = ""
+        else:  # ephemeral keys: a secure session with nothing for the user to set up
+            connect = _demo_keys(Path(tmp), args, robot_cmd)
         children.append((_spawn(robot_cmd, robot_sock, quiet=False), "robot"))
         if args.profile:
             relay_sock = _bound_socket()
@@ -130,7 +163,11 @@ def run_demo(
             relay_cmd = _relay_command(args, relay_sock.fileno(), robot_port, relay_stats)
             children.append((_spawn(relay_cmd, relay_sock, quiet=True), "relay"))
         try:
-            summary = station(args, ("127.0.0.1", target_port), 0, args.duration)
+            if args.insecure:
+                summary = station(args, f"127.0.0.1:{target_port}", 0, args.duration)
+            else:
+                args.data_via = ("127.0.0.1", target_port) if args.profile else None
+                summary = station(args, connect, 0, args.duration)
         except BaseException:
             for child, _ in children:  # the station failed: nothing to finish
                 child.kill()
@@ -148,7 +185,7 @@ def run_demo(
         if args.profile:
             link = json.loads(relay_stats.read_text())
             summary["link"] = {"profile": args.profile, "distance_km": args.distance_km, **link}
-    via = "over loopback UDP"
+    via = "over loopback UDP" + (", INSECURE" if args.insecure else ", sealed (secure session)")
     if args.profile:
         km = f" at {args.distance_km:g} km" if args.distance_km is not None else ""
         via = f"through an emulated '{args.profile}' link{km} (netsim relay)"

@@ -28,8 +28,15 @@ from typing import Any
 from robots.api import Command, Driver, RobotState
 from robots.exceptions import InvalidCommand
 from robots.limits import CommandGuard
+from telepresence.control.lease import ControlLease
 from telepresence.deadman import Deadman
-from telepresence.exceptions import ConfigError, DecodeError
+from telepresence.exceptions import (
+    AuthenticationError,
+    ConfigError,
+    DecodeError,
+    UnknownSessionError,
+)
+from telepresence.security import Opener, Sealer, SessionKeys, open_datagram
 from telepresence.seqwindow import SequenceWindow, SeqVerdict
 from telepresence.streams import Stream
 from telepresence.wire import (
@@ -38,6 +45,7 @@ from telepresence.wire import (
     Header,
     MessageType,
     RobotMode,
+    Role,
     Telemetry,
     decode,
     encode,
@@ -104,15 +112,52 @@ _HISTORY = 256  # applied commands remembered while waiting for their actuation 
 _ARRIVALS = 256  # arrival times of accepted commands kept for `command_arrivals`
 
 
-class RobotCore:
-    """Sans-IO robot endpoint around one driver."""
+class SecureSessions:
+    """The sessions the control plane has opened, with their data-plane keys, and the control
+    lease that says which one may command (sans-IO)."""
 
-    def __init__(self, driver: Driver, config: EndpointConfig, *, clock: Callable[[], int]) -> None:
+    def __init__(self, lease: ControlLease) -> None:
+        self.lease = lease
+        self.openers: dict[int, Opener] = {}
+        self.sealers: dict[int, Sealer] = {}
+
+    def add(self, keys: SessionKeys) -> None:
+        self.openers[keys.session] = keys.opener(Role.ROBOT)
+        self.sealers[keys.session] = keys.sealer(Role.ROBOT)
+
+    def remove(self, session: int) -> None:
+        self.openers.pop(session, None)
+        self.sealers.pop(session, None)
+
+
+class RobotCore:
+    """Sans-IO robot endpoint around one driver.
+
+    Without `secure`, datagrams travel in clear and any session may take control when the
+    robot is not ACTIVE (``--insecure``: benchmarks only). With `secure`, only datagrams sealed
+    with the key of a session the control plane opened are heard, and only the holder of the
+    control lease may command; everything else is counted and dropped.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        config: EndpointConfig,
+        *,
+        clock: Callable[[], int],
+        secure: SecureSessions | None = None,
+    ) -> None:
         self.driver = driver
+        self.secure = secure
+        self.forged = 0
+        """Datagrams that failed authentication (secure mode)."""
+        self.unknown_session = 0
+        """Sealed datagrams of sessions the control plane never opened (secure mode)."""
         self.config = config
         self.manifest = driver.manifest
         self.counters = Counters()
         self.driver_errors = 0
+        self._driver_error_logged: dict[str, int] = {}
         self.deadman = Deadman(round(config.hold_after_s * 1e9), round(config.stop_after_s * 1e9))
         self._clock = clock
         self._guard = CommandGuard(self.manifest)
@@ -122,7 +167,7 @@ class RobotCore:
         self._next_telemetry = 0
         self._session: int | None = None
         self._peer: Address | None = None
-        self._windows: dict[int, SequenceWindow] = {}
+        self._windows: dict[tuple[int, int], SequenceWindow] = {}
         self._pending: _Pending | None = None
         self._applied: dict[int, _Stamps] = {}
         self._next_ref = 1
@@ -130,7 +175,7 @@ class RobotCore:
         self._state: RobotState | None = None
         self._outbox: list[tuple[bytes | bytearray, Address]] = []
         self._arrivals: list[int] = []
-        self._seq = dict.fromkeys(Stream, 0)
+        self._seqs: dict[int, dict[Stream, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -140,11 +185,19 @@ class RobotCore:
         self._state = self.driver.read(now)
 
     def close(self) -> None:
+        """Stop and close the driver; a driver that fails here is logged, not raised."""
         try:
             if self.driver.is_connected:
                 self.driver.stop(self._clock())
+        except Exception:
+            self.driver_errors += 1
+            log.exception("driver %s: stop failed while closing", type(self.driver).__name__)
         finally:
-            self.driver.close()
+            try:
+                self.driver.close()
+            except Exception:
+                self.driver_errors += 1
+                log.exception("driver %s: close failed", type(self.driver).__name__)
 
     @property
     def mode(self) -> RobotMode:
@@ -166,25 +219,46 @@ class RobotCore:
         """Feed one received datagram (arrival time `now`). Never raises for bad input."""
         c = self.counters
         c.received += 1
+        secure = self.secure
         try:
-            header, message = decode(data)
+            if secure is None:
+                header, message = decode(data)
+            else:
+                header, message = open_datagram(data, secure.openers)
         except DecodeError as exc:
             c.malformed += 1
             log.debug("malformed datagram from %s: %s", addr, exc)
+            return
+        except UnknownSessionError:
+            self.unknown_session += 1
+            return
+        except AuthenticationError as exc:
+            self.forged += 1
+            log.debug("forged datagram from %s: %s", addr, exc)
             return
         mtype = header.type
         is_command = mtype in COMMAND_TYPES
         if not (is_command or mtype is MessageType.HEARTBEAT):
             c.dropped += 1
             return
-        if header.session != self._session:
+        session = header.session
+        if secure is not None:
+            if is_command and not secure.lease.touch(session, now):
+                c.dropped += 1  # only the holder of the control lease commands
+                return
+            if session != self._session and (
+                is_command or self._session is None or secure.lease.holder != self._session
+            ):
+                self._take_control(session, addr)
+        elif session != self._session:
             if self._session is not None and self.deadman.mode is RobotMode.ACTIVE:
                 c.dropped += 1  # another session is in control
                 return
-            self._take_control(header.session, addr)
-        window = self._windows.get(header.stream)
+            self._take_control(session, addr)
+        key = (session, header.stream)
+        window = self._windows.get(key)
         if window is None:
-            window = self._windows[header.stream] = SequenceWindow()
+            window = self._windows[key] = SequenceWindow()
         verdict = window.accept(header.seq)
         if verdict is SeqVerdict.DUPLICATE:
             c.duplicate += 1
@@ -214,8 +288,8 @@ class RobotCore:
             log.info("session %08x takes control from %s", session, addr)
         self._session = session
         self._peer = addr
-        self._windows.clear()
-        self._seq = dict.fromkeys(Stream, 0)  # sequence numbers start at 1 per session
+        if self.secure is None:  # clear datagrams have no replay protection worth keeping
+            self._windows = {k: w for k, w in self._windows.items() if k[0] == session}
         self._applied.clear()
         self._report = None
         if self._pending is not None:
@@ -255,8 +329,7 @@ class RobotCore:
         try:
             self._state = self.driver.read(now)
         except Exception:
-            self.driver_errors += 1
-            log.exception("driver %s: read failed", type(self.driver).__name__)
+            self._driver_failed("read")
         else:
             self._note_actuation(self._state)
         if now >= self._next_telemetry:
@@ -273,8 +346,7 @@ class RobotCore:
         try:
             self.driver.apply(p.command, now)
         except Exception:
-            self.driver_errors += 1
-            log.exception("driver %s: apply failed; holding", type(self.driver).__name__)
+            self._driver_failed("apply")
             self._call_driver(self.driver.hold, now)
             return
         applied = now  # the driver's timeline: the command was applied at the tick's `now`
@@ -305,18 +377,48 @@ class RobotCore:
         try:
             method(now)
         except Exception:
-            self.driver_errors += 1
-            log.exception("driver %s: %s failed", type(self.driver).__name__, method.__name__)
+            self._driver_failed(method.__name__)
+
+    def _driver_failed(self, what: str) -> None:
+        """Count a driver failure; log the first of each kind in full, then once a second."""
+        self.driver_errors += 1
+        now = self._clock()
+        last = self._driver_error_logged.get(what)
+        if last is None or now - last >= 1_000_000_000:
+            self._driver_error_logged[what] = now
+            log.exception(
+                "driver %s: %s failed (%d driver errors so far)",
+                type(self.driver).__name__,
+                what,
+                self.driver_errors,
+            )
 
     # -- send path ------------------------------------------------------------------------
 
+    def forget_session(self, session: int) -> None:
+        """The control plane closed `session`: drop its windows and sequence numbers."""
+        self._windows = {k: w for k, w in self._windows.items() if k[0] != session}
+        self._seqs.pop(session, None)
+        if self._session == session:
+            self._session = self._peer = None
+
     def _send(self, message: object, stream: Stream, now: int) -> None:
-        assert self._session is not None and self._peer is not None
-        self._seq[stream] += 1
-        data = encode(
-            message, stream=stream, session=self._session, seq=self._seq[stream], send_time_ns=now
-        )
-        self._outbox.append((data, self._peer))
+        session, peer = self._session, self._peer
+        assert session is not None and peer is not None
+        seqs = self._seqs.get(session)
+        if seqs is None:  # numbering starts at 1 per session and never restarts within one
+            seqs = self._seqs[session] = dict.fromkeys(Stream, 0)
+        seq = seqs[stream] = seqs[stream] + 1
+        if self.secure is None:
+            data: bytes | bytearray = encode(
+                message, stream=stream, session=session, seq=seq, send_time_ns=now
+            )
+        else:
+            sealer = self.secure.sealers.get(session)
+            if sealer is None:
+                return
+            data = sealer.seal(message, stream=stream, seq=seq, send_time_ns=now)
+        self._outbox.append((data, peer))
 
     def _queue_telemetry(self, now: int) -> None:
         # TELEMETRY goes first: its send time is stamped last thing before it leaves, and the
@@ -353,6 +455,11 @@ class RobotCore:
         return {
             "mode": self.deadman.mode.name.lower(),
             "session": self._session,
-            "counters": self.counters.as_dict(),
+            "secure": self.secure is not None,
+            "counters": {
+                **self.counters.as_dict(),
+                "forged": self.forged,
+                "unknown_session": self.unknown_session,
+            },
             "driver_errors": self.driver_errors,
         }

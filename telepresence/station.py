@@ -20,9 +20,15 @@ import numpy as np
 
 from robots.api import BaseState, JointState
 from telepresence.clocksync import OffsetEstimator
-from telepresence.exceptions import ConfigError, DecodeError
+from telepresence.exceptions import (
+    AuthenticationError,
+    ConfigError,
+    DecodeError,
+    UnknownSessionError,
+)
 from telepresence.inputs import InputSource, RobotView
 from telepresence.profiler import LatencyProfile
+from telepresence.security import SessionKeys
 from telepresence.seqwindow import SequenceWindow, SeqVerdict
 from telepresence.streams import Stream
 from telepresence.wire import Heartbeat, MessageType, Role, Telemetry, decode, encode
@@ -62,10 +68,19 @@ class StationCore:
     """Sans-IO operator station."""
 
     def __init__(
-        self, config: StationConfig, make_input: InputFactory, *, clock: Callable[[], int]
+        self,
+        config: StationConfig,
+        make_input: InputFactory,
+        *,
+        clock: Callable[[], int],
+        keys: SessionKeys | None = None,
     ) -> None:
         self.config = config
         self.session = config.session or (secrets.randbits(32) or 1)
+        self._sealer = self._opener = None
+        if keys is not None:  # a secure session: its id and keys come from the control plane
+            self.session = keys.session
+            self._sealer, self._opener = keys.sealer(Role.STATION), keys.opener(Role.STATION)
         self.robot: RobotView | None = None
         self.input: InputSource | None = None
         self.profile = LatencyProfile()
@@ -95,19 +110,24 @@ class StationCore:
 
     # -- send ------------------------------------------------------------------------------
 
-    def heartbeat(self, now: int) -> bytearray:
+    def heartbeat(self, now: int) -> bytes | bytearray:
         """One encoded heartbeat datagram."""
         self._seq[Stream.STATION_HEARTBEAT] += 1
         self.counters["heartbeats_sent"] += 1
-        return encode(
-            Heartbeat(role=Role.STATION),
-            stream=Stream.STATION_HEARTBEAT,
-            session=self.session,
-            seq=self._seq[Stream.STATION_HEARTBEAT],
-            send_time_ns=now,
-        )
+        return self._encode(
+            Heartbeat(role=Role.STATION), Stream.STATION_HEARTBEAT,
+            self._seq[Stream.STATION_HEARTBEAT], now,
+        )  # fmt: skip
 
-    def tick(self, now: int) -> bytearray | None:
+    def _encode(self, message: object, stream: Stream, seq: int, now: int) -> bytes | bytearray:
+        if self._sealer is not None:
+            return self._sealer.seal(message, stream=stream, seq=seq, send_time_ns=now)
+        data: bytearray = encode(
+            message, stream=stream, session=self.session, seq=seq, send_time_ns=now
+        )
+        return data
+
+    def tick(self, now: int) -> bytes | bytearray | None:
         """Sample the input and return the command datagram, or None (robot not yet known,
         or the input has nothing to send)."""
         if self.robot is None:
@@ -119,9 +139,7 @@ class StationCore:
             return None
         seq = self._seq[Stream.COMMAND] = self._seq[Stream.COMMAND] + 1
         sent = self._clock()
-        data = encode(
-            command, stream=Stream.COMMAND, session=self.session, seq=seq, send_time_ns=sent
-        )
+        data = self._encode(command, Stream.COMMAND, seq, sent)
         i = seq & (_RING - 1)
         self._ring_seq[i] = seq
         self._ring_input[i] = now
@@ -136,10 +154,13 @@ class StationCore:
         c = self.counters
         c["received"] += 1
         try:
-            header, message = decode(data)
+            header, message = decode(data) if self._opener is None else self._opener.open(data)
         except DecodeError as exc:
             c["malformed"] += 1
             log.debug("malformed datagram: %s", exc)
+            return
+        except (AuthenticationError, UnknownSessionError):
+            c["forged"] += 1
             return
         if header.session != self.session:
             c["foreign"] += 1

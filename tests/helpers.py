@@ -111,3 +111,24 @@ class RecordingDriver(Driver):
 
 def joint_command(*positions: float, gripper: float | None = None, **kw: Any) -> JointCommand:
     return JointCommand(positions=np.array(positions, dtype=np.float64), gripper=gripper, **kw)
+
+
+class Keys:
+    """A robot key pair and one allowed operator, in `directory`, with the CLI arguments."""
+
+    def __init__(self, directory: Any) -> None:
+        from pathlib import Path
+
+        from telepresence.control.keys import generate_keypair
+
+        d = Path(directory)
+        _, self.robot_secret = generate_keypair(d, "robot")
+        self.robot_public = d / "robot.key"
+        self.operator_public, self.operator_secret = generate_keypair(d / "operators", "alice")
+        self.allowlist = d / "operators"
+
+    def robot_args(self) -> list[str]:
+        return ["--key", str(self.robot_secret), "--authorized-keys", str(self.allowlist)]
+
+    def station_args(self) -> list[str]:
+        return ["--key", str(self.operator_secret), "--robot-key", str(self.robot_public)]

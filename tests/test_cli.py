@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import Keys
 
 CLI = [sys.executable, "-m", "telepresence"]
 
@@ -69,17 +70,45 @@ def test_bad_driver_config_names_the_option() -> None:
     assert "actuation_delay_ms" in result.stderr
 
 
-def test_station_without_robot_says_so() -> None:
+def test_station_without_robot_says_so(tmp_path: Path) -> None:
+    keys = Keys(tmp_path)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
         port = silent.getsockname()[1]
-        result = run("station", "--connect", f"127.0.0.1:{port}", "--wait", "0.3")
-    assert result.returncode == 1
-    assert "no answer from a robot" in result.stderr
+        insecure = run("station", "--insecure", "--connect", f"127.0.0.1:{port}", "--wait", "0.3")
+        secure = run(
+            "station",
+            "--connect",
+            f"127.0.0.1:{free_port()}",
+            "--wait",
+            "0.5",
+            *keys.station_args(),
+        )
+    assert insecure.returncode == 1 and "no answer from a robot" in insecure.stderr
+    assert "--insecure" in insecure.stderr and "WARNING" in insecure.stderr
+    assert secure.returncode == 1 and "no welcome from the robot's control plane" in secure.stderr
+
+
+def test_secure_defaults_explain_missing_keys(tmp_path: Path) -> None:
+    robot = run("robot", "--key", str(tmp_path / "nope.key_secret"), "--duration", "1")
+    assert robot.returncode == 2 and "telepresence keygen robot" in robot.stderr
+    station = run("station", "--connect", "127.0.0.1", "--key", str(tmp_path / "nope"))
+    assert station.returncode == 2 and "telepresence keygen operator" in station.stderr
+
+
+def test_keygen_writes_a_key_pair(tmp_path: Path) -> None:
+    result = run("keygen", "bob", "--dir", str(tmp_path))
+    assert result.returncode == 0
+    assert (tmp_path / "bob.key").exists() and (tmp_path / "bob.key_secret").exists()
+    assert (tmp_path / "bob.key_secret").stat().st_mode & 0o077 == 0
+    assert "public key: " in result.stdout
+    again = run("keygen", "bob", "--dir", str(tmp_path))
+    assert again.returncode == 2 and "exists already" in again.stderr
 
 
 def test_robot_and_station_as_separate_commands(tmp_path: Path) -> None:
     port = free_port()
+    keys = Keys(tmp_path / "keys")
     robot_json, station_json = tmp_path / "robot.json", tmp_path / "station.json"
     robot = subprocess.Popen(
         [
@@ -95,6 +124,7 @@ def test_robot_and_station_as_separate_commands(tmp_path: Path) -> None:
             str(robot_json),
             "--log-level",
             "warning",
+            *keys.robot_args(),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -104,13 +134,14 @@ def test_robot_and_station_as_separate_commands(tmp_path: Path) -> None:
         station = run(
             "station",
             "--connect",
-            f"127.0.0.1:{port}",
+            f"127.0.0.1:{port + 1}",
             "--duration",
             "1",
             "--rate",
             "200",
             "--json",
             str(station_json),
+            *keys.station_args(),
         )
         assert station.returncode == 0, station.stderr
     finally:
@@ -121,7 +152,8 @@ def test_robot_and_station_as_separate_commands(tmp_path: Path) -> None:
     assert 150 <= s["station"]["commands_sent"] <= 230
     assert r["counters"]["applied"] >= 0.9 * s["station"]["commands_sent"]
     assert r["mode"] == "stopped"  # the station left long before the robot's end
-    assert "sim-base-0" in robot_out
+    assert "sim-base-0" in robot_out and "secure" in robot_out
+    assert s["control"]["held_control"] and r["secure"]
 
 
 def test_drivers_lists_builtins() -> None:

@@ -125,6 +125,7 @@ def test_killed_station_makes_robot_hold_then_stop() -> None:
             "-m",
             "telepresence",
             "station",
+            "--insecure",
             "--connect",
             f"127.0.0.1:{port}",
             "--duration",

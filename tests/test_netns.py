@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Keys
 
 from netsim.exceptions import HostsUnavailable
 from netsim.hosts import HostNetwork, Shaping, check_available
@@ -47,17 +48,21 @@ def shape_or_skip(net: HostNetwork, shaping: Shaping, *, both_ways: bool = True)
 def drive(net: HostNetwork, tmp_path: Path, clock: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run a robot and a station for DURATION_S; return (station JSON, robot JSON)."""
     robot_json, station_json = tmp_path / "robot.json", tmp_path / "station.json"
+    keys = Keys(tmp_path / "keys")  # a secure session: CURVE control plane, sealed datagrams
     target = f"{net.address('robot')}:{PORT}"
+    control = f"{net.address('robot')}:{PORT + 1}"
     robot = net.popen("robot", [*CLI, "robot", "--driver", "sim-arm", "--listen", target,
-                                "--duration", "60", "--json", str(robot_json)])  # fmt: skip
+                                "--duration", "60", "--json", str(robot_json),
+                                *keys.robot_args()])  # fmt: skip
     # The station waits (--wait, 5 s) for the robot to answer, so no sleep is needed here.
-    station = net.run("station", [*CLI, "station", "--connect", target, "--duration",
-                                  str(DURATION_S), "--clock", clock, "--json", str(station_json)],
+    station = net.run("station", [*CLI, "station", "--connect", control, "--duration",
+                                  str(DURATION_S), "--clock", clock, "--json", str(station_json),
+                                  *keys.station_args()],
                       timeout=30)  # fmt: skip
     robot.send_signal(signal.SIGTERM)  # the robot stops on SIGTERM and writes its JSON
     _, robot_err = robot.communicate(timeout=10)
     assert robot.returncode == 0, robot_err
-    assert f"station -> {target}" in station.stdout
+    assert f"station -> {control}" in station.stdout
     return json.loads(station_json.read_text()), json.loads(robot_json.read_text())
 
 
