@@ -20,6 +20,7 @@ from telepresence.aio import PreciseTicker
 from telepresence.control.server import ControlServer, ServerSession
 from telepresence.endpoint import RobotCore
 from telepresence.exceptions import RobotUnreachable
+from telepresence.qos import TrafficClass
 from telepresence.security import SessionKeys
 from telepresence.station import StationCore
 from telepresence.udp import open_udp
@@ -113,7 +114,10 @@ async def serve_robot(
     data-plane keys in the core, and sessions it closes are forgotten."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    udp = await open_udp(core.receive_datagram, local=local, sock=sock)
+    # The robot sends state and telemetry: marked as the telemetry class (docs/qos.md).
+    udp = await open_udp(
+        core.receive_datagram, local=local, sock=sock, tos=TrafficClass.TELEMETRY.tos
+    )
     assert udp.transport is not None
     address = udp.transport.get_extra_info("sockname")
     core.start(time.monotonic_ns())
@@ -206,7 +210,12 @@ async def run_station(
     summary. Raises `RobotUnreachable` if no robot answers within `wait_for_robot_s`."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    udp = await open_udp(lambda data, addr, now: core.receive_datagram(data, now), remote=remote)
+    # Commands and heartbeats are the control class: Expedited Forwarding.
+    udp = await open_udp(
+        lambda data, addr, now: core.receive_datagram(data, now),
+        remote=remote,
+        tos=TrafficClass.CONTROL.tos,
+    )
     assert udp.transport is not None
 
     async def heartbeats() -> None:

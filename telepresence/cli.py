@@ -42,6 +42,7 @@ from telepresence.inputs import INPUT_GROUP, InputSource, RobotView
 from telepresence.profiler import format_report
 from telepresence.security import SessionKeys
 from telepresence.station import StationConfig, StationCore
+from telepresence.streams import Stream
 from telepresence.udp import parse_hostport
 
 __all__ = ["main"]
@@ -580,8 +581,10 @@ async def _secure_station(
     try:
         welcome = await client.connect(timeout_s=getattr(args, "wait", 5.0))
         await client.sync_clock()
+        grant = None
         if not args.observe:
             await client.take_lease()
+            grant = await client.reserve(**_command_reservation(config, welcome))
         keys = SessionKeys.derive(bytes.fromhex(welcome.secret), welcome.session)
         core = StationCore(config, make_input, clock=time.monotonic_ns, keys=keys)
         if config.clock_offset_ns is None:
@@ -597,10 +600,33 @@ async def _secure_station(
             "data_address": f"{remote[0]}:{remote[1]}",
             "robot_id": welcome.manifest.get("robot_id"),
             "held_control": bool(client.lease and client.lease.you_hold) or not args.observe,
+            "reservation": None
+            if grant is None
+            else {
+                "stream": grant.stream,
+                "traffic_class": grant.traffic_class,
+                "rate_bps": grant.rate_bps,
+                "dscp": grant.dscp,
+            },
         }
         return summary
     finally:
         await client.close()
+
+
+def _command_reservation(config: StationConfig, welcome: Any) -> dict[str, Any]:
+    """The command stream's reservation: every command, sealed, with IPv4/UDP headers, at the
+    control rate, plus heartbeats, with 25 % margin."""
+    joints = len(welcome.manifest.get("joints", [])) or 6
+    packet = 32 + 12 + 4 + 8 * joints + 16 + 28  # header, prefix, array, tag, IPv4 + UDP
+    rate = packet * 8 * (config.control_rate_hz + config.heartbeat_rate_hz) * 1.25
+    return {
+        "stream": int(Stream.COMMAND),
+        "traffic_class": "control",
+        "rate_bps": rate,
+        "burst_bytes": 8 * packet,
+        "max_packet_bytes": packet,
+    }
 
 
 def _station(

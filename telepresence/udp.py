@@ -73,14 +73,27 @@ def parse_hostport(text: str, *, what: str) -> tuple[str, int]:
     return host, number
 
 
+def set_tos(sock: socket.socket, tos: int) -> None:
+    """Mark the socket's datagrams with a TOS byte (IPv4) or traffic class (IPv6)."""
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    except OSError as exc:
+        log.warning("could not set DSCP mark 0x%02x: %s", tos, exc)
+
+
 async def open_udp(
     handler: Handler,
     *,
     local: tuple[str, int] | None = None,
     remote: tuple[str, int] | None = None,
     sock: socket.socket | None = None,
+    tos: int | None = None,
 ) -> UdpEndpoint:
-    """Open a UDP endpoint bound to `local` and/or connected to `remote` (or on `sock`)."""
+    """Open a UDP endpoint bound to `local` and/or connected to `remote` (or on `sock`);
+    `tos` marks every datagram it sends (DSCP << 2, e.g. EF = 184)."""
     loop = asyncio.get_running_loop()
     if sock is None:
         family = socket.AF_INET6 if ":" in ((local or remote or ("",))[0]) else socket.AF_INET
@@ -94,6 +107,8 @@ async def open_udp(
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
     except OSError:
         log.debug("could not enlarge the receive buffer")
+    if tos is not None:
+        set_tos(sock, tos)
     transport, protocol = await loop.create_datagram_endpoint(
         lambda: UdpEndpoint(handler), sock=sock
     )

@@ -155,3 +155,28 @@ def test_killed_station_makes_robot_hold_then_stop() -> None:
     assert 50e6 <= hold_at - last <= 50e6 + 30e6
     assert 500e6 <= stop_at - last <= 500e6 + 30e6
     assert robot.mode is RobotMode.STOPPED
+
+
+def test_datagrams_carry_their_class_dscp_mark() -> None:
+    from telepresence.qos import TrafficClass
+    from telepresence.udp import open_udp
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+    sink.settimeout(2)
+
+    async def send() -> None:
+        udp = await open_udp(
+            lambda *a: None, remote=sink.getsockname(), tos=TrafficClass.CONTROL.tos
+        )
+        udp.send(b"command")
+        await asyncio.sleep(0.05)
+        assert udp.transport is not None
+        udp.transport.close()
+
+    aio.run(send())
+    _, anc, _, _ = sink.recvmsg(64, 64)
+    sink.close()
+    tos = [v[0] for level, _, v in anc if level == socket.IPPROTO_IP]
+    assert tos == [46 << 2]  # Expedited Forwarding
