@@ -145,9 +145,13 @@ class Relay:
         self._classify = any(c.qdisc == "priority" for c in (config.up, config.down))
         self._tos: dict[socket.socket, int] = {}
         self._recv_tos(self._listen)
-        self.up: LinkModel[tuple[_Client, bytes, int]] = LinkModel(config.up, seed=config.seed)
+        # Outages and traces run on the relay's own timeline, from when it starts.
+        start = time.monotonic_ns()
+        self.up: LinkModel[tuple[_Client, bytes, int]] = LinkModel(
+            config.up, seed=config.seed, start_ns=start
+        )
         self.down: LinkModel[tuple[_Client, bytes, int]] = LinkModel(
-            config.down, seed=config.seed + 1
+            config.down, seed=config.seed + 1, start_ns=start
         )
         self._clients: dict[Any, _Client] = {}
         self._by_fd: dict[int, _Client] = {}

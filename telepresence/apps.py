@@ -22,7 +22,7 @@ from telepresence.endpoint import RobotCore
 from telepresence.exceptions import RobotUnreachable
 from telepresence.qos import TrafficClass
 from telepresence.security import SessionKeys
-from telepresence.station import StationCore
+from telepresence.station import PathStats, StationCore
 from telepresence.udp import open_udp
 
 __all__ = ["RobotUnreachable", "run_station", "serve_robot"]
@@ -102,8 +102,13 @@ async def serve_robot(
     stop: asyncio.Event | None = None,
     align_ticks: bool = True,
     control: ControlServer | None = None,
+    more_paths: list[tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
     """Run the robot endpoint until `stop` is set or `duration` seconds pass; return status.
+
+    `more_paths` are further UDP addresses to serve (one per network path, e.g. a fibre and
+    a 5G interface); the core sees each datagram's address as ``(path index, address)``, so
+    replies leave by the path they are meant for.
 
     With `align_ticks`, the control ticks' phase follows the station's: when commands arrive
     phase-locked to the ticks (the station sends at the control rate, or a divisor of it),
@@ -115,14 +120,21 @@ async def serve_robot(
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     # The robot sends state and telemetry: marked as the telemetry class (docs/qos.md).
-    udp = await open_udp(
-        core.receive_datagram, local=local, sock=sock, tos=TrafficClass.TELEMETRY.tos
-    )
-    assert udp.transport is not None
-    address = udp.transport.get_extra_info("sockname")
+    udps = []
+    for i, (where, on) in enumerate([(local, sock), *((p, None) for p in more_paths or [])]):
+        udps.append(
+            await open_udp(
+                lambda data, addr, now, i=i: core.receive_datagram(data, (i, addr), now),  # type: ignore[misc]
+                local=where,
+                sock=on,
+                tos=TrafficClass.TELEMETRY.tos,
+            )
+        )
+    addresses = [u.transport.get_extra_info("sockname") for u in udps if u.transport]
+    address = addresses[0]
     core.start(time.monotonic_ns())
     if control is not None:
-        _attach_control(core, control, address)
+        _attach_control(core, control, addresses)
         endpoint = await control.start()
         log.info("control plane on %s (%s)", endpoint, "secure" if core.secure else "insecure")
     lateness = _Lateness()
@@ -135,8 +147,8 @@ async def serve_robot(
         now = time.monotonic_ns()
         lateness.add(now - tick_ns)
         core.tick(now)
-        for data, addr in core.datagrams_to_send():
-            udp.send(data, addr)
+        for data, (path, addr) in core.datagrams_to_send():
+            udps[path].send(data, addr)
         ticks += 1
         if align_ticks and ticks % _ALIGN_EVERY == 0:
             shift = alignment_shift(core.command_arrivals(), tick_ns, period)
@@ -162,22 +174,26 @@ async def serve_robot(
         if control is not None:
             await control.close()
         core.close()
-        udp.transport.close()
+        for u in udps:
+            if u.transport is not None:
+                u.transport.close()
     return {
         "address": f"{address[0]}:{address[1]}",
+        "paths": [f"{a[0]}:{a[1]}" for a in addresses],
         **core.status(),
         "tick_lateness": lateness.summary(),
         "tick_overruns": ticker.overruns,
         "tick_alignment_shifts_us": [round(x / 1e3, 1) for x in shifts[-20:]],
-        "handler_errors": udp.handler_errors,
+        "handler_errors": sum(u.handler_errors for u in udps),
     }
 
 
-def _attach_control(core: RobotCore, control: ControlServer, address: Any) -> None:
+def _attach_control(core: RobotCore, control: ControlServer, addresses: list[Any]) -> None:
     """Wire the control plane's sessions to the data plane's keys and windows."""
     state = control.state
-    host, port = address[0], address[1]
-    state.data_addresses = [f"{'' if host in ('0.0.0.0', '::') else host}:{port}"]
+    state.data_addresses = [
+        f"{'' if a[0] in ('0.0.0.0', '::') else a[0]}:{a[1]}" for a in addresses
+    ]
 
     def opened(session: ServerSession) -> None:
         if core.secure is not None:
@@ -199,7 +215,7 @@ def data_address(advertised: str, control_host: str) -> tuple[str, int]:
 
 async def run_station(
     core: StationCore,
-    remote: tuple[str, int],
+    remote: tuple[str, int] | list[tuple[str, int]],
     *,
     duration: float | None,
     stop: asyncio.Event | None = None,
@@ -207,21 +223,37 @@ async def run_station(
     grace_s: float = 0.2,
 ) -> dict[str, Any]:
     """Connect to a robot, drive it for `duration` seconds (or until `stop`), return the
-    summary. Raises `RobotUnreachable` if no robot answers within `wait_for_robot_s`."""
+    summary. Raises `RobotUnreachable` if no robot answers within `wait_for_robot_s`.
+
+    With several robot addresses (paths), every command and heartbeat is sent on each: the
+    robot keeps the first copy, so losing a path costs no time at all."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    # Commands and heartbeats are the control class: Expedited Forwarding.
-    udp = await open_udp(
-        lambda data, addr, now: core.receive_datagram(data, now),
-        remote=remote,
-        tos=TrafficClass.CONTROL.tos,
-    )
-    assert udp.transport is not None
+    remotes = [remote] if isinstance(remote, tuple) else list(remote)
+    if len(core.paths) != len(remotes):
+        core.paths = [PathStats(f"{h}:{p}") for h, p in remotes]
+    udps = []
+    for i, address in enumerate(remotes):
+        # Commands and heartbeats are the control class: Expedited Forwarding.
+        udps.append(
+            await open_udp(
+                lambda data, addr, now, i=i: core.receive_datagram(data, now, i),  # type: ignore[misc]
+                remote=address,
+                tos=TrafficClass.CONTROL.tos,
+            )
+        )
+    paths = list(zip(udps, core.paths, strict=True))
+    where = ", ".join(f"{h}:{p}" for h, p in remotes)
+
+    def send_all(data: bytes | bytearray) -> None:
+        for udp, stats in paths:
+            udp.send(data)
+            stats.sent += 1
 
     async def heartbeats() -> None:
         period = 1.0 / core.config.heartbeat_rate_hz
         while True:
-            udp.send(core.heartbeat(time.monotonic_ns()))
+            send_all(core.heartbeat(time.monotonic_ns()))
             await asyncio.sleep(period)
 
     beat = asyncio.create_task(heartbeats())
@@ -231,24 +263,18 @@ async def run_station(
         while core.robot is None:
             if loop.time() > deadline:
                 raise RobotUnreachable(
-                    f"no answer from a robot at {remote[0]}:{remote[1]} within "
-                    f"{wait_for_robot_s:g} s: is `telepresence robot` running there, and can "
-                    "UDP reach it?"
+                    f"no answer from a robot at {where} within {wait_for_robot_s:g} s: is "
+                    "`telepresence robot` running there, and can UDP reach it?"
                 )
             if stop.is_set():
                 return core.summary()
             await asyncio.sleep(0.005)
-        log.info(
-            "robot answered from %s:%s; driving at %g Hz",
-            remote[0],
-            remote[1],
-            core.config.control_rate_hz,
-        )
+        log.info("robot answered (%s); driving at %g Hz", where, core.config.control_rate_hz)
 
         def on_tick(tick_ns: int) -> None:
             data = core.tick(time.monotonic_ns())
             if data is not None:
-                udp.send(data)
+                send_all(data)
 
         period = round(1e9 / core.config.control_rate_hz)
         ticker = PreciseTicker(loop, period, on_tick, name="station-loop")
@@ -263,5 +289,7 @@ async def run_station(
         beat.cancel()
         if core.input is not None:
             core.input.close()
-        udp.transport.close()
+        for udp in udps:
+            assert udp.transport is not None
+            udp.transport.close()
     return core.summary()

@@ -262,9 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     where = robot.add_mutually_exclusive_group()
     where.add_argument(
         "--listen",
-        default="0.0.0.0:7000",
+        action="append",
         metavar="HOST:PORT",
-        help="UDP address to listen on (default: 0.0.0.0:7000)",
+        help="UDP address to listen on (default: 0.0.0.0:7000); repeat it for one address per "
+        "network path (multipath: the station sends every command on each)",
     )
     where.add_argument(
         "--listen-fd",
@@ -507,7 +508,8 @@ def cmd_robot(args: argparse.Namespace) -> int:
     if args.listen_fd is not None:
         sock = socket.socket(fileno=args.listen_fd)
     else:
-        local = parse_hostport(args.listen, what="--listen")
+        local = parse_hostport((args.listen or ["0.0.0.0:7000"])[0], what="--listen")
+    more_paths = [parse_hostport(a, what="--listen") for a in (args.listen or [])[1:]]
     listen = local if sock is None else sock.getsockname()[:2]
     control = None
     if not args.insecure:
@@ -524,6 +526,7 @@ def cmd_robot(args: argparse.Namespace) -> int:
             stop=stop,
             align_ticks=args.align_ticks,
             control=control,
+            more_paths=more_paths,
         ),
         args.loop,
     )
@@ -590,14 +593,16 @@ async def _secure_station(
         if config.clock_offset_ns is None:
             core.clock_offset = client.clock_offset  # refined by telemetry exchanges too
         via = getattr(args, "data_via", None)  # the demo routes the data plane through a relay
-        remote = via or data_address(welcome.data_addresses[0], host)
+        remote = via or [data_address(a, host) for a in welcome.data_addresses]
         summary = await run_station(
             core, remote, duration=duration, stop=stop, wait_for_robot_s=getattr(args, "wait", 5.0)
         )
         summary["control"] = {
             "endpoint": endpoint,
             "session": f"{welcome.session:08x}",
-            "data_address": f"{remote[0]}:{remote[1]}",
+            "data_addresses": [
+                f"{h}:{p}" for h, p in (remote if isinstance(remote, list) else [remote])
+            ],
             "robot_id": welcome.manifest.get("robot_id"),
             "held_control": bool(client.lease and client.lease.you_hold) or not args.observe,
             "reservation": None
@@ -639,7 +644,7 @@ def _station(
     if args.insecure:
         print(INSECURE_WARNING, file=sys.stderr)
         core = StationCore(config, make_input, clock=time.monotonic_ns)
-        address = parse_hostport(remote, what="--connect")
+        address = [parse_hostport(r, what="--connect") for r in remote.split(",")]
         result: dict[str, Any] = _run(
             lambda stop: run_station(
                 core,

@@ -43,6 +43,7 @@ from telepresence.wire import (
     COMMAND_TYPES,
     Counters,
     Header,
+    Heartbeat,
     MessageType,
     RobotMode,
     Role,
@@ -110,6 +111,7 @@ class _Stamps:
 
 _HISTORY = 256  # applied commands remembered while waiting for their actuation report
 _ARRIVALS = 256  # arrival times of accepted commands kept for `command_arrivals`
+_HEARTBEAT_ANSWER_NS = 50_000_000  # at most one heartbeat answer per path every 50 ms
 
 
 class SecureSessions:
@@ -175,6 +177,7 @@ class RobotCore:
         self._state: RobotState | None = None
         self._outbox: list[tuple[bytes | bytearray, Address]] = []
         self._arrivals: list[int] = []
+        self._heartbeat_answered: dict[Address, int] = {}
         self._seqs: dict[int, dict[Stream, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -255,6 +258,8 @@ class RobotCore:
                 c.dropped += 1  # another session is in control
                 return
             self._take_control(session, addr)
+        if not is_command and session == self._session:
+            self._answer_heartbeat(addr, now)  # on every path, copies included
         key = (session, header.stream)
         window = self._windows.get(key)
         if window is None:
@@ -266,7 +271,7 @@ class RobotCore:
         if verdict is not SeqVerdict.NEWEST and (is_command or verdict is SeqVerdict.TOO_OLD):
             c.stale += 1
             return
-        self._peer = addr
+        self._peer = addr  # the path of the freshest first copy: the best live path
         if not is_command:
             return
         try:
@@ -402,8 +407,22 @@ class RobotCore:
         if self._session == session:
             self._session = self._peer = None
 
-    def _send(self, message: object, stream: Stream, now: int) -> None:
-        session, peer = self._session, self._peer
+    def _answer_heartbeat(self, addr: Address, now: int) -> None:
+        last = self._heartbeat_answered.get(addr)
+        if last is not None and now - last < _HEARTBEAT_ANSWER_NS:
+            return
+        self._heartbeat_answered[addr] = now
+        if len(self._heartbeat_answered) > 64:  # paths come and go: keep the table small
+            self._heartbeat_answered = {addr: now}
+        self._send(
+            Heartbeat(role=Role.ROBOT, mode=self.deadman.mode),
+            Stream.ROBOT_HEARTBEAT,
+            self._clock(),
+            to=addr,
+        )
+
+    def _send(self, message: object, stream: Stream, now: int, to: Address = None) -> None:
+        session, peer = self._session, (self._peer if to is None else to)
         assert session is not None and peer is not None
         seqs = self._seqs.get(session)
         if seqs is None:  # numbering starts at 1 per session and never restarts within one

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ __all__ = ["StationConfig", "StationCore"]
 
 log = logging.getLogger(__name__)
 
+_PATH_DEAD_NS = 500_000_000  # a path silent this long (others not) counts as down
 _RING = 1 << 16  # commands remembered for matching telemetry (131 s at 500 Hz)
 
 InputFactory = Callable[[RobotView, int], InputSource]
@@ -64,6 +65,20 @@ class StationConfig:
             raise ConfigError(f"session must be 1..2**32-1, got {self.session}")
 
 
+@dataclass
+class PathStats:
+    """One network path to the robot (one robot data address)."""
+
+    address: str
+    sent: int = 0
+    """Datagrams sent on this path (every command and heartbeat goes on every path)."""
+    received: int = 0
+    """Authenticated datagrams of our session received on this path, copies included."""
+    last_rx_ns: int | None = None
+    downlink: list[tuple[int, int]] = field(default_factory=list)
+    """(robot send time, our arrival time) of the robot's heartbeat answers on this path."""
+
+
 class StationCore:
     """Sans-IO operator station."""
 
@@ -74,8 +89,10 @@ class StationCore:
         *,
         clock: Callable[[], int],
         keys: SessionKeys | None = None,
+        paths: list[str] | None = None,
     ) -> None:
         self.config = config
+        self.paths = [PathStats(a) for a in (paths or ["robot"])]
         self.session = config.session or (secrets.randbits(32) or 1)
         self._sealer = self._opener = None
         if keys is not None:  # a secure session: its id and keys come from the control plane
@@ -149,8 +166,9 @@ class StationCore:
 
     # -- receive ---------------------------------------------------------------------------
 
-    def receive_datagram(self, data: bytes, now: int) -> None:
-        """Feed one datagram from the robot (arrival time `now`). Never raises for bad input."""
+    def receive_datagram(self, data: bytes, now: int, path: int = 0) -> None:
+        """Feed one datagram from the robot that arrived at `now` on `path`. Never raises for
+        bad input."""
         c = self.counters
         c["received"] += 1
         try:
@@ -165,6 +183,11 @@ class StationCore:
         if header.session != self.session:
             c["foreign"] += 1
             return
+        stats = self.paths[path]
+        stats.received += 1
+        stats.last_rx_ns = now
+        if header.type is MessageType.HEARTBEAT and len(stats.downlink) < 100_000:
+            stats.downlink.append((header.send_time_ns, now))
         window = self._windows.setdefault(header.stream, SequenceWindow())
         verdict = window.accept(header.seq)
         if verdict is SeqVerdict.DUPLICATE:
@@ -221,8 +244,11 @@ class StationCore:
         """JSON-ready result: latency profile, station and robot counters, loss."""
         offset = self.clock_offset.offset_ns or 0
         robot = self.last_telemetry.counters.as_dict() if self.last_telemetry else None
-        sent = self.counters["commands_sent"] + self.counters["heartbeats_sent"]
+        sent = sum(p.sent for p in self.paths) or (
+            self.counters["commands_sent"] + self.counters["heartbeats_sent"]
+        )
         received = robot["received"] if robot else 0
+        last = max((p.last_rx_ns or 0 for p in self.paths), default=0)
         return {
             "session": f"{self.session:08x}",
             "latency": self.profile.report(offset, self.clock_offset.uncertainty_ns),
@@ -230,6 +256,19 @@ class StationCore:
             "robot": robot,
             "robot_mode": self.last_telemetry.mode.name.lower() if self.last_telemetry else None,
             "uplink_loss": None if robot is None or not sent else max(0, sent - received) / sent,
+            "paths": [self._path_summary(p, offset, last) for p in self.paths],
+        }
+
+    @staticmethod
+    def _path_summary(p: PathStats, offset: int, last_rx: int) -> dict[str, Any]:
+        one_way = [(rx + offset - sent) / 1e3 for sent, rx in p.downlink]
+        return {
+            "address": p.address,
+            "sent": p.sent,
+            "received": p.received,
+            "live": p.last_rx_ns is not None and last_rx - p.last_rx_ns < _PATH_DEAD_NS,
+            "silent_ms": None if p.last_rx_ns is None else round((last_rx - p.last_rx_ns) / 1e6, 1),
+            "downlink_p50_us": round(float(np.median(one_way)), 1) if one_way else None,
         }
 
 

@@ -22,3 +22,6 @@ class Stream(enum.IntEnum):
     """Robot -> station: mobile base pose and velocity."""
     FORCE_TORQUE = 19
     """Robot -> station: force/torque samples."""
+    ROBOT_HEARTBEAT = 20
+    """Robot -> station: answers each station heartbeat on the path it came by (liveness and
+    one-way latency per path)."""

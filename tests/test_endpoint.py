@@ -187,10 +187,34 @@ def test_heartbeat_gets_telemetry_without_commanding() -> None:
     core.receive_datagram(bytes(hb), STATION, clock.advance(MS))
     core.tick(clock.advance(MS))
     out = sent_messages(core)
-    assert {t for t, _, _ in out} == {MessageType.JOINT_STATE, MessageType.TELEMETRY}
+    kinds = {t for t, _, _ in out}
+    assert kinds == {MessageType.HEARTBEAT, MessageType.JOINT_STATE, MessageType.TELEMETRY}
     telemetry = next(m for t, m, _ in out if t is MessageType.TELEMETRY)
     assert telemetry.mode is RobotMode.STOPPED and telemetry.command_seq == 0
+    answer = next(m for t, m, _ in out if t is MessageType.HEARTBEAT)
+    assert answer.role is Role.ROBOT  # the heartbeat is answered on its path
     assert driver.applied == []
+
+
+def test_heartbeats_are_answered_on_every_path_at_most_every_50_ms() -> None:
+    core, _, clock = make_core()
+    path_a, path_b = ("10.0.0.1", 1), ("10.0.1.1", 1)
+    for seq in range(1, 6):  # 5 heartbeats 10 ms apart, each arriving on both paths
+        data = bytes(
+            encode(
+                Heartbeat(role=Role.STATION),
+                stream=Stream.STATION_HEARTBEAT,
+                session=SESSION,
+                seq=seq,
+                send_time_ns=0,
+            )
+        )
+        now = clock.advance(10 * MS)
+        core.receive_datagram(data, path_a, now)
+        core.receive_datagram(data, path_b, now)
+    answers = [a for t, _, a in sent_messages(core) if t is MessageType.HEARTBEAT]
+    assert sorted(answers) == [path_a, path_b]  # once per path within 50 ms
+    assert core.counters.duplicate == 5  # the copies on the second path
 
 
 def test_telemetry_follows_its_rate() -> None:
