@@ -54,8 +54,10 @@ EPILOG_ROBOT = """examples:
   telepresence robot --driver sim-arm --driver-config actuation_delay_ms=5 --rate 1khz
 """
 EPILOG_STATION = """examples:
-  telepresence station --connect 192.0.2.10:7000
-  telepresence station --connect 127.0.0.1:7000 --input script --input-option amplitude=0.5
+  telepresence station --connect 192.0.2.10 --robot-key robot.key
+  telepresence station --connect 192.0.2.10:7001 --robot-key robot.key --input-option amplitude=0.5
+  telepresence station --connect 192.0.2.10 --robot-key robot.key --observe
+  telepresence station --insecure --connect 127.0.0.1:7000     # an --insecure robot's UDP port
 """
 
 
@@ -478,10 +480,11 @@ def _control_server(
     endpoint = args.control
     if endpoint is None:
         host, port = listen or ("0.0.0.0", 7000)
-        endpoint = f"tcp://{'*' if host in ('0.0.0.0', '') else host}:{port + 1}"
+        shown = "*" if host in ("0.0.0.0", "", "::") else (f"[{host}]" if ":" in host else host)
+        endpoint = f"tcp://{shown}:{port + 1}"
     elif "://" not in endpoint:
         host, port = parse_hostport(endpoint, what="--control")
-        endpoint = f"tcp://{host}:{port}"
+        endpoint = f"tcp://{f'[{host}]' if ':' in host else host}:{port}"
     state = ControlState(
         manifest=manifest.to_dict(),
         data_addresses=[],
@@ -546,14 +549,22 @@ def cmd_robot(args: argparse.Namespace) -> int:
 
 
 def _control_endpoint(text: str) -> tuple[str, str]:
-    """(ZeroMQ endpoint, host) of a robot's control plane given as HOST[:PORT] or a URL."""
+    """(ZeroMQ endpoint, host) of a robot's control plane given as HOST, HOST:PORT,
+    [V6]:PORT, [V6], or a tcp:// / ipc:// URL."""
     if "://" in text:
         host = text.split("://", 1)[1].rpartition(":")[0].strip("[]")
         return text, ("127.0.0.1" if text.startswith("ipc://") else host)
-    host, sep, port = text.rpartition(":")
-    if not sep:
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or "7001"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:  # a bare name, IPv4 address or unbracketed IPv6 address
         host, port = text, "7001"
-    return f"tcp://{host}:{int(port)}", host.strip("[]")
+    if not port.isdigit():
+        raise ConfigError(f"--connect {text!r}: the port must be a number")
+    shown = f"[{host}]" if ":" in host else host
+    return f"tcp://{shown}:{int(port)}", host
 
 
 async def _secure_station(
@@ -589,7 +600,9 @@ async def _secure_station(
             await client.take_lease()
             grant = await client.reserve(**_command_reservation(config, welcome))
         keys = SessionKeys.derive(bytes.fromhex(welcome.secret), welcome.session)
-        core = StationCore(config, make_input, clock=time.monotonic_ns, keys=keys)
+        core = StationCore(
+            config, make_input, clock=time.monotonic_ns, keys=keys, observe=args.observe
+        )
         if config.clock_offset_ns is None:
             core.clock_offset = client.clock_offset  # refined by telemetry exchanges too
         via = getattr(args, "data_via", None)  # the demo routes the data plane through a relay

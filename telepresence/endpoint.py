@@ -178,6 +178,7 @@ class RobotCore:
         self._outbox: list[tuple[bytes | bytearray, Address]] = []
         self._arrivals: list[int] = []
         self._heartbeat_answered: dict[Address, int] = {}
+        self._observers: dict[int, Address] = {}
         self._seqs: dict[int, dict[Stream, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -271,7 +272,10 @@ class RobotCore:
         if verdict is not SeqVerdict.NEWEST and (is_command or verdict is SeqVerdict.TOO_OLD):
             c.stale += 1
             return
-        self._peer = addr  # the path of the freshest first copy: the best live path
+        if session == self._session:
+            self._peer = addr  # the path of the freshest first copy: the best live path
+        elif secure is not None:
+            self._observers[session] = addr  # another session watching: it gets telemetry too
         if not is_command:
             return
         try:
@@ -291,6 +295,9 @@ class RobotCore:
             log.info("session %08x takes control (was %08x)", session, self._session)
         else:
             log.info("session %08x takes control from %s", session, addr)
+        if self.secure is not None and self._session is not None and self._peer is not None:
+            self._observers[self._session] = self._peer  # the former controller may watch on
+        self._observers.pop(session, None)
         self._session = session
         self._peer = addr
         if self.secure is None:  # clear datagrams have no replay protection worth keeping
@@ -402,6 +409,7 @@ class RobotCore:
 
     def forget_session(self, session: int) -> None:
         """The control plane closed `session`: drop its windows and sequence numbers."""
+        self._observers.pop(session, None)
         self._windows = {k: w for k, w in self._windows.items() if k[0] != session}
         self._seqs.pop(session, None)
         if self._session == session:
@@ -421,8 +429,16 @@ class RobotCore:
             to=addr,
         )
 
-    def _send(self, message: object, stream: Stream, now: int, to: Address = None) -> None:
-        session, peer = self._session, (self._peer if to is None else to)
+    def _send(
+        self,
+        message: object,
+        stream: Stream,
+        now: int,
+        to: Address = None,
+        session: int | None = None,
+    ) -> None:
+        peer = self._peer if to is None else to
+        session = self._session if session is None else session
         assert session is not None and peer is not None
         seqs = self._seqs.get(session)
         if seqs is None:  # numbering starts at 1 per session and never restarts within one
@@ -448,15 +464,16 @@ class RobotCore:
             t.command_stream, t.command_seq, t.command_sent_ns = s.stream, s.seq, s.sent_ns
             t.received_ns, t.decoded_ns, t.applied_ns = s.received_ns, s.decoded_ns, s.applied_ns
             t.actuated_ns, t.actuated_known = actuated, known
-        self._send(t, Stream.TELEMETRY, self._clock())
         state = self._state
-        if state is not None:
-            if state.joints is not None:
-                self._send(state.joints, Stream.JOINT_STATE, now)
-            if state.base is not None:
-                self._send(state.base, Stream.BASE_STATE, now)
-            for wrench in state.wrenches[-1:]:
-                self._send(wrench, Stream.FORCE_TORQUE, now)
+        for session, to in [(None, None), *self._observers.items()]:
+            self._send(t, Stream.TELEMETRY, self._clock(), to=to, session=session)
+            if state is not None:
+                if state.joints is not None:
+                    self._send(state.joints, Stream.JOINT_STATE, now, to=to, session=session)
+                if state.base is not None:
+                    self._send(state.base, Stream.BASE_STATE, now, to=to, session=session)
+                for wrench in state.wrenches[-1:]:
+                    self._send(wrench, Stream.FORCE_TORQUE, now, to=to, session=session)
 
     def command_arrivals(self) -> list[int]:
         """Arrival times of the commands accepted since the last call (at most 256), for an

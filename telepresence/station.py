@@ -90,8 +90,11 @@ class StationCore:
         clock: Callable[[], int],
         keys: SessionKeys | None = None,
         paths: list[str] | None = None,
+        observe: bool = False,
     ) -> None:
         self.config = config
+        self.observe = observe
+        """An observer session: telemetry only, no input source, no commands."""
         self.paths = [PathStats(a) for a in (paths or ["robot"])]
         self.session = config.session or (secrets.randbits(32) or 1)
         self._sealer = self._opener = None
@@ -113,6 +116,7 @@ class StationCore:
             "duplicate": 0,
             "stale": 0,
             "foreign": 0,
+            "forged": 0,
             "telemetry": 0,
         }
         self._make_input = make_input
@@ -147,7 +151,7 @@ class StationCore:
     def tick(self, now: int) -> bytes | bytearray | None:
         """Sample the input and return the command datagram, or None (robot not yet known,
         or the input has nothing to send)."""
-        if self.robot is None:
+        if self.robot is None or self.observe:
             return None
         if self.input is None:
             self.input = self._make_input(self.robot, now)

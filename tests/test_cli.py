@@ -179,3 +179,73 @@ def test_demo_through_an_emulated_link_shows_the_network_share(tmp_path: Path) -
     assert 9800 <= uplink <= 9800 + 3000  # 2000 km * 4.9 µs/km, plus two loopback hops
     assert data["link"]["up"]["delay_p50_us"] == pytest.approx(9800.0)
     assert data["link"]["up"]["delivered"] >= 400
+
+
+def test_an_observer_watches_while_another_operator_drives(tmp_path: Path) -> None:
+    keys = Keys(tmp_path / "keys")
+    from telepresence.control.keys import generate_keypair
+
+    _, bob = generate_keypair(keys.allowlist, "bob")
+    port = free_port()
+    robot = subprocess.Popen(
+        [
+            *CLI,
+            "robot",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--duration",
+            "9",
+            "--json",
+            str(tmp_path / "robot.json"),
+            "--log-level",
+            "warning",
+            *keys.robot_args(),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    connect = ["--connect", f"127.0.0.1:{port + 1}", "--robot-key", str(keys.robot_public)]
+    try:
+        time.sleep(1.0)
+        driver = subprocess.Popen(
+            [
+                *CLI,
+                "station",
+                *connect,
+                "--key",
+                str(keys.operator_secret),
+                "--duration",
+                "5",
+                "--json",
+                str(tmp_path / "driver.json"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.0)
+        observer = run(
+            "station",
+            *connect,
+            "--key",
+            str(bob),
+            "--observe",
+            "--duration",
+            "4",
+            "--json",
+            str(tmp_path / "observer.json"),
+        )
+        _, driver_err = driver.communicate(timeout=30)
+    finally:
+        robot.communicate(timeout=30)
+    assert driver.returncode == 0, driver_err
+    assert observer.returncode == 0, observer.stderr
+    watched = json.loads((tmp_path / "observer.json").read_text())
+    drove = json.loads((tmp_path / "driver.json").read_text())
+    r = json.loads((tmp_path / "robot.json").read_text())
+    assert watched["station"]["commands_sent"] == 0
+    assert watched["station"]["telemetry"] >= 300  # 100 Hz for ~4 s, longer than 3 s keepalive
+    assert watched["station"]["forged"] == 0
+    assert drove["station"]["telemetry"] >= 400
+    assert r["counters"]["dropped"] == 0 and r["counters"]["unknown_session"] == 0

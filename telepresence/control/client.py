@@ -83,6 +83,7 @@ class ControlClient:
         self._inbox: asyncio.Queue[ControlMessage] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._failure: BaseException | None = None
+        self._keepalive_pending = False
 
     # -- connection -------------------------------------------------------------------------
 
@@ -91,6 +92,7 @@ class ControlClient:
         self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)
         if self.keypair is not None:
             sock.curve_publickey, sock.curve_secretkey = self.keypair
             sock.curve_serverkey = self.robot_public_key
@@ -102,7 +104,17 @@ class ControlClient:
         await self._send(Hello(station=self.station, role=self.role))
         welcome = await self._expect(Welcome, timeout_s, what="welcome")
         self.welcome = welcome
+        self._tasks.append(asyncio.create_task(self._keepalive()))
         return welcome
+
+    async def _keepalive(self) -> None:
+        """Keep the session alive (the robot forgets sessions silent for 3 s) and the clock
+        estimate fresh: one clock exchange a second, answered into `clock_offset`."""
+        with contextlib.suppress(asyncio.CancelledError, zmq.ZMQError):
+            while True:
+                await asyncio.sleep(1.0)
+                self._keepalive_pending = True
+                await self._send(ClockRequest(t1=self.clock()))
 
     async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
         """Turn handshake failures into errors the user can act on."""
@@ -141,6 +153,10 @@ class ControlClient:
                     message = decode_message(frames)
                 except RemoteProtocolError as exc:
                     log.warning("ignored a malformed control message: %s", exc)
+                    continue
+                if isinstance(message, ClockReply) and self._keepalive_pending:
+                    self._keepalive_pending = False
+                    self.clock_offset.add(message.t1, message.t2, message.t3, self.clock())
                     continue
                 if isinstance(message, LeaseState):
                     self.lease = message

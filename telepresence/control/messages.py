@@ -132,7 +132,9 @@ class Refuse(ControlMessage):
     """The refused message's name."""
     reason: str
     code: str = ""
-    """Machine-readable reason, e.g. ``over_capacity``, ``lease_held``."""
+    """Machine-readable reason: ``lease_held``, ``observer``, ``protocol``, ``role``,
+    ``not_yours``, ``invalid``, or a reservation refusal (``over capacity``, ``class share``,
+    ``duplicate``, ``unknown stream``)."""
 
 
 @dataclass(kw_only=True)

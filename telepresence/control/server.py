@@ -85,7 +85,7 @@ class ControlState:
         secure: bool,
         link_capacity_bps: float,
         lease_ttl_ns: int = 2_000_000_000,
-        session_timeout_ns: int = 10_000_000_000,
+        session_timeout_ns: int = 3_000_000_000,
     ) -> None:
         self.manifest = manifest
         self.data_addresses = data_addresses
@@ -193,8 +193,19 @@ class ControlState:
         if isinstance(message, Reserve):
             return [(identity, self._reserve(session, message))]
         if isinstance(message, Release):
-            self.admission.get(message.direction, self.admission["up"]).release(message.stream)
-            session.streams.pop((message.direction, message.stream), None)
+            if session.streams.pop((message.direction, message.stream), None) is None:
+                return [
+                    (
+                        identity,
+                        Refuse(
+                            request=message.NAME,
+                            code="not_yours",
+                            reason=f"stream {message.stream} ({message.direction}) "
+                            "holds no reservation of this session",
+                        ),
+                    )
+                ]
+            self.admission[message.direction].release(message.stream)
             return []
         if isinstance(message, Bye):
             self.close_session(session, message.reason or "bye")
@@ -226,6 +237,7 @@ class ControlState:
                     ),
                 )
             ]
+        replaced_holder = old is not None and self.lease.holder == old.session
         if old is not None:
             self.close_session(old, "replaced by a new hello")
         sid = secrets.randbits(32) or 1
@@ -252,6 +264,8 @@ class ControlState:
             secure=self.secure,
             control_rate_hz=self.control_rate_hz,
         )
+        if replaced_holder:  # everyone learns the lease is free
+            return [(identity, welcome), *self.broadcast_lease(now)]
         return [(identity, welcome), (identity, self._lease_state(session, now))]
 
     def _reserve(self, session: ServerSession, req: Reserve) -> ControlMessage:
@@ -317,6 +331,7 @@ class ControlServer:
         self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting station replaces its old pipe
         if self.keypair is not None and self.authorized is not None:
             allowed = self.authorized
