@@ -40,6 +40,7 @@ from telepresence.exceptions import (
 )
 from telepresence.inputs import INPUT_GROUP, InputSource, RobotView
 from telepresence.profiler import format_report
+from telepresence.qos import TokenBucket
 from telepresence.security import SessionKeys
 from telepresence.station import StationConfig, StationCore
 from telepresence.streams import Stream
@@ -603,6 +604,10 @@ async def _secure_station(
         core = StationCore(
             config, make_input, clock=time.monotonic_ns, keys=keys, observe=args.observe
         )
+        if grant is not None:  # the sender polices its command stream to the grant
+            core.police = TokenBucket(
+                round(grant.rate_bps), grant.burst_bytes, now=time.monotonic_ns()
+            )
         if config.clock_offset_ns is None:
             core.clock_offset = client.clock_offset  # refined by telemetry exchanges too
         via = getattr(args, "data_via", None)  # the demo routes the data plane through a relay

@@ -28,6 +28,7 @@ from telepresence.exceptions import (
 )
 from telepresence.inputs import InputSource, RobotView
 from telepresence.profiler import LatencyProfile
+from telepresence.qos import TokenBucket
 from telepresence.security import SessionKeys
 from telepresence.seqwindow import SequenceWindow, SeqVerdict
 from telepresence.streams import Stream
@@ -37,6 +38,7 @@ __all__ = ["StationConfig", "StationCore"]
 
 log = logging.getLogger(__name__)
 
+_IP_UDP_OVERHEAD = 28  # reservations count whole IPv4 datagrams
 _PATH_DEAD_NS = 500_000_000  # a path silent this long (others not) counts as down
 _RING = 1 << 16  # commands remembered for matching telemetry (131 s at 500 Hz)
 
@@ -95,6 +97,8 @@ class StationCore:
         self.config = config
         self.observe = observe
         """An observer session: telemetry only, no input source, no commands."""
+        self.police: TokenBucket | None = None
+        """The command stream's grant, as a token bucket: commands over it are dropped."""
         self.paths = [PathStats(a) for a in (paths or ["robot"])]
         self.session = config.session or (secrets.randbits(32) or 1)
         self._sealer = self._opener = None
@@ -117,6 +121,7 @@ class StationCore:
             "stale": 0,
             "foreign": 0,
             "forged": 0,
+            "policed": 0,
             "telemetry": 0,
         }
         self._make_input = make_input
@@ -161,6 +166,10 @@ class StationCore:
         seq = self._seq[Stream.COMMAND] = self._seq[Stream.COMMAND] + 1
         sent = self._clock()
         data = self._encode(command, Stream.COMMAND, seq, sent)
+        police = self.police
+        if police is not None and not police.conforms(len(data) + _IP_UDP_OVERHEAD, sent):
+            self.counters["policed"] += 1  # over the stream's grant: dropped here, not queued
+            return None
         i = seq & (_RING - 1)
         self._ring_seq[i] = seq
         self._ring_input[i] = now
