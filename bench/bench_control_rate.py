@@ -125,6 +125,7 @@ def _robot_command(fd: int, status: Path) -> list[str]:
         "--driver", "sim-arm", "--driver-config", f"control_rate_hz={RATE_HZ}",
         "--listen-fd", str(fd), "--rate", str(RATE_HZ), "--telemetry-rate", "100",
         "--loop", "uvloop", "--log-level", "warning", "--json", str(status),
+        "--insecure",  # this station is the plain data-plane core: no control plane
     ]  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 PEERS = Path(__file__).with_name("peers.py")
 
@@ -41,15 +42,25 @@ def check_targets(
     what: str,
     *,
     unit: str = "x",
+    open_target: str | None = None,
 ) -> None:
-    """Fail naming every measured value above its target (upper bounds; ratios by default)."""
+    """Fail naming every measured ratio above its target (upper bounds).
+
+    `open_target` marks a target the runtime does not meet yet, with why: a miss is then
+    reported as an expected failure carrying the measured numbers (visible in every run's
+    summary, and in docs/benchmarks.md), while every other check of the benchmark still
+    fails hard.
+    """
     missed = [
         f"{key} {measured[key]}{unit} > {limit}{unit}" for key, limit in targets.items()
         if not measured[key] <= limit
     ]  # fmt: skip
     if not missed:
         return
-    raise TargetMissed(f"{what}: " + ", ".join(missed))
+    message = f"{what}: " + ", ".join(missed)
+    if open_target is not None:
+        pytest.xfail(f"{message} (open target: {open_target})")
+    raise TargetMissed(message)
 
 
 def percentiles_us(samples_ns: Sequence[int] | np.ndarray) -> dict[str, float]:
@@ -174,7 +185,8 @@ def stall_floor(gaps: Sequence[int], span_ns: int, threshold_ns: int = 20_000) -
     """The machine's stall floor from `spin_gaps` (pieces may be concatenated): how often and
     how long the CPU was taken away from a spinning process. On a VM that is the hypervisor,
     interrupts and other tenants' tasks; no userspace program on that CPU keeps time better.
-    Spin pinned where the program under test runs, interleaved with its measurement."""
+    Spin where the program under test runs (on its CPU if it is pinned), interleaved with its
+    measurement."""
     empty = {"n": 0, "p50_us": 0.0, "p99_us": 0.0, "p99_9_us": 0.0, "max_us": 0.0}
     return {
         "spun_s": round(span_ns / 1e9, 3),

@@ -29,7 +29,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -222,6 +222,37 @@ class _Packet(Generic[P]):
     remaining: int = 0  # bytes still to send (trace mode)
 
 
+class DelayRing:
+    """The latest delays (ns) in a preallocated array; `append` and `len` like a list."""
+
+    SIZE = 1 << 18
+
+    def __init__(self) -> None:
+        self._data = np.zeros(self.SIZE, dtype=np.int64)
+        self.count = 0
+
+    def append(self, ns: int) -> None:
+        self._data[self.count % self.SIZE] = ns
+        self.count += 1
+
+    def __len__(self) -> int:
+        return min(self.count, self.SIZE)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.values()[index]
+
+    def __iter__(self) -> Any:
+        return iter(self.values().tolist())
+
+    def values(self) -> npt.NDArray[np.int64]:
+        """The kept delays, oldest first."""
+        n = len(self)
+        if self.count <= self.SIZE:
+            return self._data[:n]
+        cut = self.count % self.SIZE
+        return np.concatenate([self._data[cut:], self._data[:cut]])
+
+
 @dataclass(slots=True)
 class LinkStats:
     """What the link did, counted per packet (duplicates count as sent once more)."""
@@ -238,12 +269,13 @@ class LinkStats:
     """Dropped because the queue was full (or by CoDel)."""
     duplicated: int = 0
     """Extra copies made."""
-    delays_ns: list[int] = field(default_factory=list)
-    """Delay imposed on each delivered packet (arrival at the model to delivery)."""
+    delays_ns: DelayRing = field(default_factory=lambda: DelayRing())
+    """Delay imposed on delivered packets (arrival at the model to delivery), the latest
+    `DelayRing.SIZE` of them: memory stays bounded however long a relay runs."""
 
     def summary(self) -> dict[str, float | int | None]:
         """Counts and the imposed-delay percentiles in µs."""
-        d: npt.NDArray[np.float64] = np.asarray(self.delays_ns, dtype=np.float64) / 1e3
+        d: npt.NDArray[np.float64] = self.delays_ns.values().astype(np.float64) / 1e3
         pct = np.percentile(d, (50, 90, 99, 99.9)) if d.size else [None] * 4
         return {
             "sent": self.sent,

@@ -109,10 +109,11 @@ class _Lateness:
     def summary(self) -> dict[str, float | None]:
         data = self._ns[: min(self.count, self._ns.size)] / 1e3
         if not data.size:
-            return {"p50": None, "p99": None, "p999": None, "max": None}
-        p50, p99, p999 = np.percentile(data, (50, 99, 99.9))
+            return {"p50": None, "p90": None, "p99": None, "p999": None, "max": None}
+        p50, p90, p99, p999 = np.percentile(data, (50, 90, 99, 99.9))
         return {
             "p50": round(float(p50), 1),
+            "p90": round(float(p90), 1),
             "p99": round(float(p99), 1),
             "p999": round(float(p999), 1),
             "max": round(float(data.max()), 1),
@@ -272,6 +273,15 @@ class Relay:
                         while monotonic_ns() < due:  # the last stretch: spin
                             pass
                 self._flush(monotonic_ns())
+
+    def _spin_until(self, due: int, readers: list[socket.socket]) -> None:
+        """Wait for `due` without sleeping, still taking in datagrams as they arrive (their
+        delay starts when they arrive, not when the spin ends)."""
+        monotonic_ns = time.monotonic_ns
+        while monotonic_ns() < due:
+            ready, _, _ = select.select(readers, [], [], 0)
+            for s in ready:
+                self._drain(s)
 
     def _learn(self, overshoot: int) -> None:
         """Wake early by the 95th percentile of recent wake-up latencies (plus a margin), so
