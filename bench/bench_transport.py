@@ -49,11 +49,8 @@ import contextlib
 import json
 import os
 import select
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,6 +60,7 @@ import numpy as np
 import pytest
 from benchkit import (
     Peer,
+    RelayProcess,
     block_ratio,
     check_targets,
     cpu_time_ns,
@@ -412,48 +410,6 @@ def test_secure_round_trip_vs_insecure_and_bare(benchmark, echo_servers) -> None
 # 2. Control through a saturated bottleneck
 
 
-class _Relay:
-    """``python -m netsim relay`` on a socket bound here, pinned to `cpu`; `stop()` sends
-    SIGINT and returns the statistics it wrote with ``--json``."""
-
-    def __init__(self, to: tuple[str, int], qdisc: str, tmp: Path, cpu: int | None) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        self.address: tuple[str, int] = sock.getsockname()
-        self._json = tmp / f"relay-{qdisc}.json"
-        self._log = tmp / f"relay-{qdisc}.log"
-        cmd = [sys.executable, "-m", "netsim", "relay", "--listen-fd", str(sock.fileno()),
-               "--to", f"{to[0]}:{to[1]}", "--rate", RATE, "--queue", QUEUE, "--qdisc", qdisc,
-               "--json", str(self._json)]  # fmt: skip
-        with self._log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                cmd, pass_fds=(sock.fileno(),), stdout=subprocess.DEVNULL, stderr=log
-            )
-        sock.close()
-        try:
-            if cpu is not None:
-                os.sched_setaffinity(self.proc.pid, {cpu})
-            deadline = time.monotonic() + 20.0
-            while "down:" not in self._log.read_text():  # printed just before it serves
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"relay did not start: {self._log.read_text()!r}")
-                time.sleep(0.01)
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self) -> dict[str, Any]:
-        self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(10)
-        assert code == 0, f"relay exited with {code}: {self._log.read_text()!r}"
-        return dict(json.loads(self._json.read_text()))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-
 def _stamped_receiver() -> socket.socket:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BIG_BUFFER)
@@ -467,7 +423,7 @@ def _stamped_receiver() -> socket.socket:
 class _Bottleneck:
     """The control sender and the receiving end of both relays, in this process."""
 
-    def __init__(self, relays: dict[str, _Relay], rxs: dict[str, socket.socket]) -> None:
+    def __init__(self, relays: dict[str, RelayProcess], rxs: dict[str, socket.socket]) -> None:
         self.relays, self.rxs = relays, rxs
         self.txs: dict[str, socket.socket] = {}
         for name, relay in relays.items():
@@ -586,10 +542,15 @@ def test_control_p99_through_a_saturated_bottleneck(benchmark, tmp_path) -> None
     cpus = two_cpus()
     local_cpu, relay_cpu = cpus if cpus else (None, None)
     rxs = {"priority": _stamped_receiver(), "droptail": _stamped_receiver()}
-    relays: dict[str, _Relay] = {}
+    relays: dict[str, RelayProcess] = {}
     try:
         for qdisc, rx in rxs.items():
-            relays[qdisc] = _Relay(rx.getsockname(), qdisc, tmp_path, relay_cpu)
+            relays[qdisc] = RelayProcess(
+                rx.getsockname(),
+                ["--rate", RATE, "--queue", QUEUE, "--qdisc", qdisc],
+                tmp_path,
+                cpu=relay_cpu,
+            )
         net = _Bottleneck(relays, rxs)
         with pinned(local_cpu):
             for relay in relays:  # the relays learn their client

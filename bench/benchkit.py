@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import json
 import os
 import platform
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -323,3 +325,57 @@ class Peer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.close()
         self.kill()
+
+
+class RelayProcess:
+    """``python -m netsim relay`` on a socket bound here, pinned to `cpu`; `stop()` sends
+    SIGINT and returns the statistics it wrote with ``--json``."""
+
+    def __init__(
+        self,
+        to: tuple[str, int],
+        options: Sequence[str],
+        tmp: Path,
+        *,
+        cpu: int | None = None,
+        rcvbuf: int | None = None,
+    ) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind(("127.0.0.1", 0))
+        self.address: tuple[str, int] = sock.getsockname()
+        self._json = tmp / f"relay-{self.address[1]}.json"
+        self._log = tmp / f"relay-{self.address[1]}.log"
+        cmd = [sys.executable, "-m", "netsim", "relay", "--listen-fd", str(sock.fileno()),
+               "--to", f"{to[0]}:{to[1]}", "--json", str(self._json), *options]  # fmt: skip
+        with self._log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, pass_fds=(sock.fileno(),), stdout=subprocess.DEVNULL, stderr=log
+            )
+        sock.close()
+        try:
+            if cpu is not None:
+                os.sched_setaffinity(self.proc.pid, {cpu})
+            deadline = time.monotonic() + 20.0
+            while "down:" not in self._log.read_text():  # printed just before it serves
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"relay did not start: {self._log.read_text()!r}")
+                time.sleep(0.01)
+        except BaseException:
+            self.kill()
+            raise
+
+    def cpu_ns(self) -> int:
+        return cpu_time_ns(self.proc.pid)
+
+    def stop(self) -> dict[str, Any]:
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(10)
+        assert code == 0, f"relay exited with {code}: {self._log.read_text()!r}"
+        return dict(json.loads(self._json.read_text()))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
