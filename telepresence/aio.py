@@ -90,6 +90,7 @@ class PreciseTicker:
         self._stop = threading.Event()
         self._early_ns = 50_000  # learned: how early to wake to absorb wake-up latency
         self._shift_ns = 0
+        self._shift_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -98,7 +99,8 @@ class PreciseTicker:
     def shift(self, ns: int) -> None:
         """Move the schedule by `ns` (negative: earlier) from the next tick on; the period is
         unchanged. Safe to call from any thread."""
-        self._shift_ns += ns
+        with self._shift_lock:
+            self._shift_ns += ns
 
     def stop(self) -> None:
         self._stop.set()
@@ -133,5 +135,6 @@ class PreciseTicker:
                 self._loop.call_soon_threadsafe(self._fire, target)
             except RuntimeError:  # the loop closed under us
                 return
-            shift, self._shift_ns = self._shift_ns, 0
+            with self._shift_lock:
+                shift, self._shift_ns = self._shift_ns, 0
             self._next = target + self.period_ns + shift

@@ -622,7 +622,7 @@ async def _secure_station(
                 f"{h}:{p}" for h, p in (remote if isinstance(remote, list) else [remote])
             ],
             "robot_id": welcome.manifest.get("robot_id"),
-            "held_control": bool(client.lease and client.lease.you_hold) or not args.observe,
+            "held_control": bool(client.lease and client.lease.you_hold),
             "reservation": None
             if grant is None
             else {

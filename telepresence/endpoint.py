@@ -246,34 +246,40 @@ class RobotCore:
             c.dropped += 1
             return
         session = header.session
-        if secure is not None:
-            if is_command and not secure.lease.touch(session, now):
-                c.dropped += 1  # only the holder of the control lease commands
-                return
-            if session != self._session and (
-                is_command or self._session is None or secure.lease.holder != self._session
-            ):
+        if secure is None:
+            if session != self._session:
+                if self._session is not None and self.deadman.mode is RobotMode.ACTIVE:
+                    c.dropped += 1  # another session is in control
+                    return
                 self._take_control(session, addr)
-        elif session != self._session:
-            if self._session is not None and self.deadman.mode is RobotMode.ACTIVE:
-                c.dropped += 1  # another session is in control
-                return
-            self._take_control(session, addr)
-        if not is_command and session == self._session:
-            self._answer_heartbeat(addr, now)  # on every path, copies included
+        elif is_command and not secure.lease.holds(session, now):
+            c.dropped += 1  # only the holder of the control lease commands
+            return
         key = (session, header.stream)
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = SequenceWindow()
         verdict = window.accept(header.seq)
         if verdict is SeqVerdict.DUPLICATE:
+            if not is_command and session == self._session:
+                self._answer_heartbeat(addr, now)  # the copy that came by another path
             c.duplicate += 1
             return
         if verdict is not SeqVerdict.NEWEST and (is_command or verdict is SeqVerdict.TOO_OLD):
             c.stale += 1
             return
+        # Only an authenticated, fresh datagram may move control, the telemetry address or the
+        # lease: a replayed one never does.
+        if (
+            secure is not None
+            and session != self._session
+            and (is_command or self._session is None or secure.lease.holder != self._session)
+        ):
+            self._take_control(session, addr)
         if session == self._session:
             self._peer = addr  # the path of the freshest first copy: the best live path
+            if not is_command:
+                self._answer_heartbeat(addr, now)
         elif secure is not None:
             self._observers[session] = addr  # another session watching: it gets telemetry too
         if not is_command:
@@ -283,6 +289,9 @@ class RobotCore:
         except InvalidCommand as exc:
             c.rejected += 1
             log.debug("rejected command %d: %s", header.seq, exc)
+            return
+        if secure is not None and not secure.lease.touch(session, now):
+            c.dropped += 1  # the lease lapsed meanwhile
             return
         if self._pending is not None:
             c.superseded += 1
@@ -414,14 +423,17 @@ class RobotCore:
         self._seqs.pop(session, None)
         if self._session == session:
             self._session = self._peer = None
+            self._pending = None  # a closed session's command is never applied
+            self._report = None
+            self._applied.clear()
 
     def _answer_heartbeat(self, addr: Address, now: int) -> None:
         last = self._heartbeat_answered.get(addr)
         if last is not None and now - last < _HEARTBEAT_ANSWER_NS:
             return
         self._heartbeat_answered[addr] = now
-        if len(self._heartbeat_answered) > 64:  # paths come and go: keep the table small
-            self._heartbeat_answered = {addr: now}
+        if len(self._heartbeat_answered) > 64:  # paths come and go: forget the oldest
+            del self._heartbeat_answered[next(iter(self._heartbeat_answered))]
         self._send(
             Heartbeat(role=Role.ROBOT, mode=self.deadman.mode),
             Stream.ROBOT_HEARTBEAT,

@@ -188,3 +188,30 @@ def test_every_message_round_trips() -> None:
         Reserve(stream=1, traffic_class="video", rate_bps=1e6, burst_bytes=1, max_packet_bytes=1),
     ):
         assert decode_message(encode_message(m)) == m
+
+
+def test_observers_reserve_nothing_and_a_released_lease_frees_reservations() -> None:
+    st = state()
+    hello(st, A)
+    hello(st, B, role="observe")
+    (refused,) = st.handle(
+        B,
+        "b",
+        Reserve(
+            stream=1, traffic_class="control", rate_bps=1e6, burst_bytes=3000, max_packet_bytes=200
+        ),
+        0,
+    )
+    assert isinstance(refused[1], Refuse) and refused[1].code == "observer"
+    st.handle(A, "a", LeaseTake(), 0)
+    st.handle(
+        A,
+        "a",
+        Reserve(
+            stream=1, traffic_class="control", rate_bps=1e6, burst_bytes=3000, max_packet_bytes=200
+        ),
+        0,
+    )
+    assert st.admission["up"].reserved_bps > 0
+    st.handle(A, "a", LeaseRelease(), 1)
+    assert st.admission["up"].reserved_bps == 0  # the next controller can reserve stream 1

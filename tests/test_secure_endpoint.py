@@ -120,3 +120,26 @@ def decode_header_seq(data: bytes) -> int:
 
     header, _ = Header.parse(data, flags_expected=1)
     return int(header.seq)
+
+
+def test_replayed_or_rejected_commands_do_not_renew_the_lease() -> None:
+    core, _, clock, a, _ = secure_core()
+    lease = core.secure.lease  # type: ignore[union-attr]
+    first = sealed(a, 1)
+    core.receive_datagram(first, ADDR, clock.advance(MS))  # renews: 2 s from now
+    renewed_at = clock.now
+    core.receive_datagram(first, ADDR, clock.advance(1_900 * MS))  # replayed
+    nan = sealed(a, 2, float("nan"), 0.0)
+    core.receive_datagram(nan, ADDR, clock.advance(50 * MS))  # rejected
+    remaining = lease.remaining_ns(clock.now)
+    assert remaining is not None and remaining <= 2_000 * MS - (clock.now - renewed_at)
+    assert core.counters.duplicate == 1 and core.counters.rejected == 1
+
+
+def test_a_closed_sessions_pending_command_is_never_applied() -> None:
+    core, driver, clock, a, _ = secure_core()
+    core.receive_datagram(sealed(a, 1), ADDR, clock.advance(MS))
+    core.secure.remove(a.session)  # type: ignore[union-attr]
+    core.forget_session(a.session)
+    core.tick(clock.advance(MS))
+    assert driver.applied == []

@@ -54,6 +54,10 @@ class ControlLease:
         self._expires = now + self.ttl_ns
         return LeaseDecision(True, session)
 
+    def holds(self, session: int, now: int) -> bool:
+        """True if `session` holds a lease that has not lapsed (nothing is renewed)."""
+        return self.holder == session and now < self._expires
+
     def touch(self, session: int, now: int) -> bool:
         """Renew if `session` holds the lease (a valid command from it); True if it does."""
         if self.holder == session and now < self._expires:

@@ -120,12 +120,16 @@ class ControlState:
     def broadcast_lease(self, now: int) -> list[Reply]:
         return [(s.identity, self._lease_state(s, now)) for s in self.sessions.values()]
 
+    def _release_streams(self, session: ServerSession) -> None:
+        for direction, stream in list(session.streams):
+            self.admission[direction].release(stream)
+        session.streams.clear()
+
     def close_session(self, session: ServerSession, reason: str) -> None:
         self.sessions.pop(session.session, None)
         self._by_identity.pop(session.identity, None)
         self.lease.release(session.session)
-        for direction, stream in list(session.streams):
-            self.admission[direction].release(stream)
+        self._release_streams(session)
         log.info("session %08x (%s) closed: %s", session.session, session.operator, reason)
         self.on_close(session)
 
@@ -135,7 +139,10 @@ class ControlState:
         for s in list(self.sessions.values()):
             if now - s.last_seen_ns > self.session_timeout_ns:
                 self.close_session(s, "silent for too long")
-        if self.lease.expire(now) is not None:
+        lost = self.lease.expire(now)
+        if lost is not None:
+            if lost in self.sessions:
+                self._release_streams(self.sessions[lost])
             out = self.broadcast_lease(now)
         return out
 
@@ -188,9 +195,21 @@ class ControlState:
         if isinstance(message, LeaseRelease):
             if self.lease.release(session.session):
                 log.info("session %08x releases control", session.session)
+                self._release_streams(session)  # its reservations were for controlling
                 return self.broadcast_lease(now)
             return [(identity, self._lease_state(session, now))]
         if isinstance(message, Reserve):
+            if session.role != "control":
+                return [
+                    (
+                        identity,
+                        Refuse(
+                            request=message.NAME,
+                            code="observer",
+                            reason="an observer session reserves no bandwidth",
+                        ),
+                    )
+                ]
             return [(identity, self._reserve(session, message))]
         if isinstance(message, Release):
             if session.streams.pop((message.direction, message.stream), None) is None:
