@@ -133,6 +133,7 @@ class StationCore:
         self._windows: dict[int, SequenceWindow] = {}
         self._last_profiled = 0
         self._first_telemetry_seq: int | None = None
+        self._loss_base = (0, 0)
 
     # -- send ------------------------------------------------------------------------------
 
@@ -225,6 +226,8 @@ class StationCore:
         self.counters["telemetry"] += 1
         if self._first_telemetry_seq is None:
             self._first_telemetry_seq = seq
+            # The robot's counters span its whole life: loss is judged from here on.
+            self._loss_base = (self._sent_total(), t.counters.received)
         self.last_telemetry = t
         self.profile.add_downlink(sent, now)
         if not t.command_seq or t.command_seq <= self._last_profiled:
@@ -245,6 +248,11 @@ class StationCore:
 
     # -- summary ---------------------------------------------------------------------------
 
+    def _sent_total(self) -> int:
+        return sum(p.sent for p in self.paths) or (
+            self.counters["commands_sent"] + self.counters["heartbeats_sent"]
+        )
+
     @property
     def telemetry_lost(self) -> int:
         """Telemetry datagrams missing from the sequence (sent by the robot, never received)."""
@@ -257,10 +265,9 @@ class StationCore:
         """JSON-ready result: latency profile, station and robot counters, loss."""
         offset = self.clock_offset.offset_ns or 0
         robot = self.last_telemetry.counters.as_dict() if self.last_telemetry else None
-        sent = sum(p.sent for p in self.paths) or (
-            self.counters["commands_sent"] + self.counters["heartbeats_sent"]
-        )
-        received = robot["received"] if robot else 0
+        base_sent, base_received = self._loss_base
+        sent = self._sent_total() - base_sent
+        received = (robot["received"] - base_received) if robot else 0
         last = max((p.last_rx_ns or 0 for p in self.paths), default=0)
         return {
             "session": f"{self.session:08x}",

@@ -158,3 +158,24 @@ def test_commands_over_the_grant_are_policed() -> None:
     sent = sum(station.tick(clock.advance(2 * MS)) is not None for _ in range(500))
     assert 95 <= sent <= 101
     assert station.counters["policed"] == 500 - sent
+
+
+def test_uplink_loss_counts_from_the_first_telemetry() -> None:
+    from telepresence.streams import Stream
+    from telepresence.wire import Counters, RobotMode, Telemetry, encode
+
+    clock = HandClock()
+    station = StationCore(
+        StationConfig(session=7), lambda v, n: ScriptedInput(v, {}, n), clock=clock
+    )
+
+    def telemetry(seq: int, received: int) -> bytes:
+        t = Telemetry(mode=RobotMode.ACTIVE, counters=Counters(received=received))
+        return bytes(encode(t, stream=Stream.TELEMETRY, session=7, seq=seq, send_time_ns=0))
+
+    station.heartbeat(clock.now)
+    station.receive_datagram(telemetry(1, 5_000), clock.now)  # a robot that served others
+    for _ in range(100):
+        station.heartbeat(clock.advance(MS))
+    station.receive_datagram(telemetry(2, 5_090), clock.now)  # 90 of our 100 arrived
+    assert station.summary()["uplink_loss"] == pytest.approx(0.10)
