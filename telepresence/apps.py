@@ -120,23 +120,31 @@ async def serve_robot(
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     # The robot sends state and telemetry: marked as the telemetry class (docs/qos.md).
-    udps = []
-    for i, (where, on) in enumerate([(local, sock), *((p, None) for p in more_paths or [])]):
-        udps.append(
-            await open_udp(
-                lambda data, addr, now, i=i: core.receive_datagram(data, (i, addr), now),  # type: ignore[misc]
-                local=where,
-                sock=on,
-                tos=TrafficClass.TELEMETRY.tos,
+    udps: list[Any] = []
+    try:
+        for i, (where, on) in enumerate([(local, sock), *((p, None) for p in more_paths or [])]):
+            udps.append(
+                await open_udp(
+                    lambda data, addr, now, i=i: core.receive_datagram(data, (i, addr), now),  # type: ignore[misc]
+                    local=where,
+                    sock=on,
+                    tos=TrafficClass.TELEMETRY.tos,
+                )
             )
-        )
-    addresses = [u.transport.get_extra_info("sockname") for u in udps if u.transport]
-    address = addresses[0]
-    core.start(time.monotonic_ns())
-    if control is not None:
-        _attach_control(core, control, addresses)
-        endpoint = await control.start()
-        log.info("control plane on %s (%s)", endpoint, "secure" if core.secure else "insecure")
+        addresses = [u.transport.get_extra_info("sockname") for u in udps if u.transport]
+        address = addresses[0]
+        core.start(time.monotonic_ns())
+        if control is not None:
+            _attach_control(core, control, addresses)
+            endpoint = await control.start()
+            log.info("control plane on %s (%s)", endpoint, "secure" if core.secure else "insecure")
+    except BaseException:  # a path or the control plane failed to open: undo the rest
+        for u in udps:
+            if u.transport is not None:
+                u.transport.close()
+        if core.driver.is_connected:
+            core.close()
+        raise
     lateness = _Lateness()
     period = round(1e9 / core.config.control_rate_hz)
     ticks = 0

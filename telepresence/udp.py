@@ -98,10 +98,14 @@ async def open_udp(
     if sock is None:
         family = socket.AF_INET6 if ":" in ((local or remote or ("",))[0]) else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
-        if local is not None:
-            sock.bind(local)
-        if remote is not None:
-            sock.connect(remote)
+        try:
+            if local is not None:
+                sock.bind(local)
+            if remote is not None:
+                sock.connect(remote)
+        except OSError:
+            sock.close()
+            raise
     sock.setblocking(False)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)

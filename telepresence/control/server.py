@@ -45,7 +45,7 @@ from telepresence.control.messages import (
     decode_message,
     encode_message,
 )
-from telepresence.exceptions import RemoteProtocolError
+from telepresence.exceptions import ConfigError, RemoteProtocolError
 from telepresence.qos import AdmissionControl, Refusal
 
 __all__ = ["ControlServer", "ControlState", "ServerSession"]
@@ -361,7 +361,15 @@ class ControlServer:
             )
             sock.curve_publickey, sock.curve_secretkey = self.keypair
             sock.curve_server = True
-        sock.bind(self.bind)
+        try:
+            sock.bind(self.bind)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+            self._ctx.term()
+            self._ctx = self._auth = None
+            raise ConfigError(f"cannot bind the control plane to {self.bind}: {exc}") from exc
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._sock = sock
         self._task = asyncio.create_task(self._serve())
