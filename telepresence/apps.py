@@ -240,16 +240,22 @@ async def run_station(
     remotes = [remote] if isinstance(remote, tuple) else list(remote)
     if len(core.paths) != len(remotes):
         core.paths = [PathStats(f"{h}:{p}") for h, p in remotes]
-    udps = []
-    for i, address in enumerate(remotes):
-        # Commands and heartbeats are the control class: Expedited Forwarding.
-        udps.append(
-            await open_udp(
-                lambda data, addr, now, i=i: core.receive_datagram(data, now, i),  # type: ignore[misc]
-                remote=address,
-                tos=TrafficClass.CONTROL.tos,
+    udps: list[Any] = []
+    try:
+        for i, address in enumerate(remotes):
+            # Commands and heartbeats are the control class: Expedited Forwarding.
+            udps.append(
+                await open_udp(
+                    lambda data, addr, now, i=i: core.receive_datagram(data, now, i),  # type: ignore[misc]
+                    remote=address,
+                    tos=TrafficClass.CONTROL.tos,
+                )
             )
-        )
+    except BaseException:  # one path failed to open: close the others
+        for u in udps:
+            if u.transport is not None:
+                u.transport.close()
+        raise
     paths = list(zip(udps, core.paths, strict=True))
     where = ", ".join(f"{h}:{p}" for h, p in remotes)
 
