@@ -27,6 +27,10 @@ from robots.api import JointCommand
 from telepresence.wire import Counters, RobotMode, Telemetry, decode, encode
 from telepresence.wire.header import HEADER, MAGIC, VERSION, MessageType
 
+# This machine is shared: a benchmark that misses a target is measured once more; a
+# regression misses both times, a neighbour's burst rarely twice (docs/benchmarks.md).
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
+
 BATCH = 100
 BATCHES = 100  # per block: 10k operations
 BLOCKS = 12

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from benchkit import Peer, machine, percentiles_us, run_abab
 from peers import SINK_STOP
 
@@ -45,6 +46,10 @@ from telepresence.apps import run_station
 from telepresence.inputs import ScriptedInput
 from telepresence.station import StationConfig, StationCore
 from telepresence.wire import encode
+
+# This machine is shared: a benchmark that misses a target is measured once more; a
+# regression misses both times, a neighbour's burst rarely twice (docs/benchmarks.md).
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
 
 RATE_HZ = 1000
 PERIOD_NS = 1_000_000_000 // RATE_HZ

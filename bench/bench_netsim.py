@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from benchkit import (
     Peer,
     RelayProcess,
@@ -64,6 +65,10 @@ from benchkit import (
 )
 
 from netsim.link import LinkConfig, LinkModel
+
+# This machine is shared: a benchmark that misses a target is measured once more; a
+# regression misses both times, a neighbour's burst rarely twice (docs/benchmarks.md).
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # == SCM_TIMESTAMPNS (Linux)
 TIMESPEC = struct.Struct("=qq")

@@ -41,6 +41,10 @@ from robots.api import JointCommand
 from telepresence.streams import Stream
 from telepresence.wire import MessageType, decode, encode
 
+# This machine is shared: a benchmark that misses a target is measured once more; a
+# regression misses both times, a neighbour's burst rarely twice (docs/benchmarks.md).
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
+
 BLOCKS = 20
 BLOCK = 1000  # round trips per block: 20k per side in all
 WARMUP = 2000

