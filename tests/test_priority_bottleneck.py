@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any
 
+import pytest
+
 from robots.sim_arm import SimArm
 from telepresence import aio
 from telepresence.apps import run_station, serve_robot
