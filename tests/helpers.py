@@ -132,3 +132,42 @@ class Keys:
 
     def station_args(self) -> list[str]:
         return ["--key", str(self.operator_secret), "--robot-key", str(self.robot_public)]
+
+
+def fix_length(data: bytearray) -> None:
+    """Make a datagram header's body length agree with the datagram (u16 at offset 12), to
+    get a mutated datagram past the length check into the body."""
+    import struct
+
+    if len(data) >= 32 and len(data) - 32 <= 0xFFFF:
+        struct.pack_into("<H", data, 12, len(data) - 32)
+
+
+def mutate(draw: Any, data: bytearray) -> bytes:
+    """1 to 4 random mutations (flip, replace, truncate, extend, insert, delete), each followed
+    at random by `fix_length`; `draw` is a hypothesis `st.composite` draw function."""
+    from hypothesis import strategies as st
+
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "replace", "truncate", "extend", "insert", "delete"]))
+        if op in ("flip", "replace", "delete") and not data:
+            continue
+        if op == "flip":
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "replace":
+            i = draw(st.integers(0, len(data) - 1))
+            data[i] = draw(st.sampled_from([0x00, 0x01, 0x02, 0x04, 0x08, 0x7F, 0x80, 0xFF]))
+        elif op == "truncate":
+            del data[draw(st.integers(0, len(data))) :]
+        elif op == "extend":
+            data += draw(st.binary(min_size=1, max_size=24))
+        elif op == "insert":
+            i = draw(st.integers(0, len(data)))
+            data[i:i] = draw(st.binary(min_size=1, max_size=8))
+        else:
+            i = draw(st.integers(0, len(data) - 1))
+            del data[i : i + draw(st.integers(1, 8))]
+        if draw(st.booleans()):
+            fix_length(data)
+    return bytes(data)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from helpers import fix_length, mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_wire import EXAMPLES, MESSAGES, PROTOCOL_MD, assert_same
@@ -291,12 +292,6 @@ def sealed_seed(mtype: MessageType) -> bytes:
 
 def test_every_message_type_has_a_seed() -> None:
     assert set(SEEDS) == set(MessageType)
-
-
-def fix_length(data: bytearray) -> None:
-    """Make the header's body length agree with the datagram, to get past it to the AEAD."""
-    if len(data) >= HEADER_SIZE and len(data) - HEADER_SIZE <= 0xFFFF:
-        struct.pack_into("<H", data, 12, len(data) - HEADER_SIZE)
 
 
 def rejects(data: bytes, opener: Opener = ROBOT_OPENER) -> type[Exception]:
@@ -622,29 +617,7 @@ def sealed_datagrams(draw: st.DrawFn) -> bytes:
 def mutated(draw: st.DrawFn) -> tuple[bytes, bytes]:
     original = draw(sealed_datagrams())
     data = bytearray(original)
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "replace", "truncate", "extend", "insert", "delete"]))
-        if op in ("flip", "replace", "delete") and not data:
-            continue
-        if op == "flip":
-            i = draw(st.integers(0, len(data) - 1))
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == "replace":
-            i = draw(st.integers(0, len(data) - 1))
-            data[i] = draw(st.sampled_from([0x00, 0x01, 0x02, 0x04, 0x08, 0x7F, 0x80, 0xFF]))
-        elif op == "truncate":
-            del data[draw(st.integers(0, len(data))) :]
-        elif op == "extend":
-            data += draw(st.binary(min_size=1, max_size=24))
-        elif op == "insert":
-            i = draw(st.integers(0, len(data)))
-            data[i:i] = draw(st.binary(min_size=1, max_size=8))
-        else:
-            i = draw(st.integers(0, len(data) - 1))
-            del data[i : i + draw(st.integers(1, 8))]
-        if draw(st.booleans()):
-            fix_length(data)
-    return original, bytes(data)
+    return original, mutate(draw, data)
 
 
 @FUZZ

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import fix_length, mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,6 @@ from robots.api import (
 )
 from telepresence.exceptions import DecodeError
 from telepresence.wire import (
-    HEADER_SIZE,
     MAGIC,
     VERSION,
     Counters,
@@ -137,38 +137,10 @@ def test_every_message_type_is_fuzzed() -> None:
 # Mutations
 
 
-def fix_length(data: bytearray) -> None:
-    """Make the header's body length agree with the datagram, to get past it into the body."""
-    if len(data) >= HEADER_SIZE and len(data) - HEADER_SIZE <= 0xFFFF:
-        struct.pack_into("<H", data, 12, len(data) - HEADER_SIZE)
-
-
 @st.composite
 def mutated(draw: st.DrawFn) -> bytes:
     data = bytearray(draw(valid_datagrams()))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "replace", "truncate", "extend", "insert", "delete"]))
-        if op in ("flip", "replace", "delete") and not data:
-            continue
-        if op == "flip":
-            i = draw(st.integers(0, len(data) - 1))
-            data[i] ^= 1 << draw(st.integers(0, 7))
-        elif op == "replace":
-            i = draw(st.integers(0, len(data) - 1))
-            data[i] = draw(st.sampled_from([0x00, 0x01, 0x02, 0x04, 0x08, 0x7F, 0x80, 0xFF]))
-        elif op == "truncate":
-            del data[draw(st.integers(0, len(data))) :]
-        elif op == "extend":
-            data += draw(st.binary(min_size=1, max_size=24))
-        elif op == "insert":
-            i = draw(st.integers(0, len(data)))
-            data[i:i] = draw(st.binary(min_size=1, max_size=8))
-        else:
-            i = draw(st.integers(0, len(data) - 1))
-            del data[i : i + draw(st.integers(1, 8))]
-        if draw(st.booleans()):
-            fix_length(data)
-    return bytes(data)
+    return mutate(draw, data)
 
 
 @st.composite
