@@ -151,13 +151,10 @@ class RobotCore:
     ) -> None:
         self.driver = driver
         self.secure = secure
-        self.forged = 0
-        """Datagrams that failed authentication (secure mode)."""
-        self.unknown_session = 0
-        """Sealed datagrams of sessions the control plane never opened (secure mode)."""
         self.config = config
         self.manifest = driver.manifest
         self.counters = Counters()
+        """What became of the datagrams received; sent in every TELEMETRY."""
         self.driver_errors = 0
         self._driver_error_logged: dict[str, int] = {}
         self.deadman = Deadman(round(config.hold_after_s * 1e9), round(config.stop_after_s * 1e9))
@@ -234,10 +231,10 @@ class RobotCore:
             log.debug("malformed datagram from %s: %s", addr, exc)
             return
         except UnknownSessionError:
-            self.unknown_session += 1
+            c.unknown_session += 1
             return
         except AuthenticationError as exc:
-            self.forged += 1
+            c.forged += 1
             log.debug("forged datagram from %s: %s", addr, exc)
             return
         mtype = header.type
@@ -498,16 +495,23 @@ class RobotCore:
         out, self._outbox = self._outbox, []
         return out
 
+    @property
+    def forged(self) -> int:
+        """Datagrams that failed authentication: `counters.forged` (kept for older readers)."""
+        return self.counters.forged
+
+    @property
+    def unknown_session(self) -> int:
+        """Sealed datagrams of sessions the control plane never opened:
+        `counters.unknown_session` (kept for older readers)."""
+        return self.counters.unknown_session
+
     def status(self) -> dict[str, Any]:
         """JSON-ready counters and state."""
         return {
             "mode": self.deadman.mode.name.lower(),
             "session": self._session,
             "secure": self.secure is not None,
-            "counters": {
-                **self.counters.as_dict(),
-                "forged": self.forged,
-                "unknown_session": self.unknown_session,
-            },
+            "counters": self.counters.as_dict(),
             "driver_errors": self.driver_errors,
         }

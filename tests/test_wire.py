@@ -266,7 +266,7 @@ EXAMPLES: dict[str, tuple[Any, int, int, int]] = {
             actuated_ns=4_991_400_000,
             actuated_known=True,
             counters=Counters(
-                received=50,
+                received=63,
                 malformed=1,
                 duplicate=2,
                 stale=3,
@@ -275,6 +275,8 @@ EXAMPLES: dict[str, tuple[Any, int, int, int]] = {
                 rejected=0,
                 clamped=5,
                 applied=38,
+                forged=6,
+                unknown_session=7,
             ),
         ),
         16,

@@ -101,11 +101,16 @@ class Counters:
     """Commands applied after at least one value was clamped into the manifest's limits."""
     applied: int = 0
     """Commands handed to the driver."""
+    forged: int = 0
+    """Datagrams that failed authentication (security on; always 0 without it)."""
+    unknown_session: int = 0
+    """Sealed datagrams of a session nobody opened on the control plane (security on)."""
 
     FIELDS: ClassVar[tuple[str, ...]] = (
         "received", "malformed", "duplicate", "stale", "dropped",
-        "superseded", "rejected", "clamped", "applied",
+        "superseded", "rejected", "clamped", "applied", "forged", "unknown_session",
     )  # fmt: skip
+    """The counters in wire order (the TELEMETRY body's last 11 fields)."""
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.FIELDS}
@@ -529,11 +534,12 @@ _counter_values = attrgetter(*Counters.FIELDS)
 
 class TelemetryCodec(_FixedCodec[Telemetry]):
     """``command stream u16 | mode u8 | flags u8 | reserved u32 | command seq u64 |
-    command sent, received, decoded, applied, actuated i64 | 9 counters u32``"""
+    command sent, received, decoded, applied, actuated i64 | 11 counters u32`` (100 bytes;
+    a 92-byte body, from a peer without the forged and unknown-session counters, is malformed)"""
 
     TYPE = MessageType.TELEMETRY
     MESSAGE = Telemetry
-    STRUCT = struct.Struct("<HBBIQ5q9I")
+    STRUCT = struct.Struct("<HBBIQ5q11I")
 
     def pack_into(self, msg: Telemetry, buf: bytearray | memoryview, off: int) -> None:
         if msg.mode not in _MODES:
@@ -568,7 +574,8 @@ class TelemetryCodec(_FixedCodec[Telemetry]):
             actuated_known=bool(flags & TELEMETRY_ACTUATED_KNOWN),
             counters=Counters(
                 received=c[0], malformed=c[1], duplicate=c[2], stale=c[3], dropped=c[4],
-                superseded=c[5], rejected=c[6], clamped=c[7], applied=c[8],
+                superseded=c[5], rejected=c[6], clamped=c[7], applied=c[8], forged=c[9],
+                unknown_session=c[10],
             ),
         )  # fmt: skip
 
