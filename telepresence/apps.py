@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,22 @@ from telepresence.aio import PreciseTicker
 from telepresence.control.server import ControlServer, ServerSession
 from telepresence.endpoint import RobotCore
 from telepresence.exceptions import RobotUnreachable
-from telepresence.qos import TrafficClass
+from telepresence.qos import Grant, Scheduler, TrafficClass
 from telepresence.security import SessionKeys
+from telepresence.sender import (
+    DEFAULT_LINK_CAPACITY_BPS,
+    IPV4_UDP_OVERHEAD,
+    IPV6_UDP_OVERHEAD,
+    PacedSender,
+    grants_of,
+    local_grant,
+    pacer_config,
+    robot_specs,
+    station_specs,
+)
 from telepresence.station import PathStats, StationCore
-from telepresence.udp import open_udp
+from telepresence.streams import Stream
+from telepresence.udp import UdpEndpoint, open_udp
 
 __all__ = ["RobotUnreachable", "run_station", "serve_robot"]
 
@@ -103,8 +116,14 @@ async def serve_robot(
     align_ticks: bool = True,
     control: ControlServer | None = None,
     more_paths: list[tuple[str, int]] | None = None,
+    link_capacity_bps: float = DEFAULT_LINK_CAPACITY_BPS,
 ) -> dict[str, Any]:
     """Run the robot endpoint until `stop` is set or `duration` seconds pass; return status.
+
+    Everything the robot sends leaves through a `PacedSender` pacing at `link_capacity_bps`:
+    its streams are granted from the configured rates for the sessions open (the one in
+    control and the observers), scheduled by class (heartbeat answers first, force/torque,
+    then state and telemetry) and marked with their class's DSCP.
 
     `more_paths` are further UDP addresses to serve (one per network path, e.g. a fibre and
     a 5G interface); the core sees each datagram's address as ``(path index, address)``, so
@@ -133,9 +152,25 @@ async def serve_robot(
             )
         addresses = [u.transport.get_extra_info("sockname") for u in udps if u.transport]
         address = addresses[0]
+        sender = _sender(udps, link_capacity_bps)
+
+        def regrant() -> None:  # the robot's streams, for the sessions open now
+            secure = core.secure
+            receivers = 1 if secure is None else max(1, len(secure.sealers))
+            specs = robot_specs(
+                joints=len(core.manifest.joints),
+                telemetry_rate_hz=core.config.telemetry_rate_hz,
+                receivers=receivers,
+                paths=len(udps),
+                secure=secure is not None,
+                overhead=sender.overhead,
+            )
+            sender.grant(grants_of(specs))
+
+        regrant()
         core.start(time.monotonic_ns())
         if control is not None:
-            _attach_control(core, control, addresses)
+            _attach_control(core, control, addresses, regrant)
             endpoint = await control.start()
             log.info("control plane on %s (%s)", endpoint, "secure" if core.secure else "insecure")
     except BaseException:  # a path or the control plane failed to open: undo the rest
@@ -156,7 +191,7 @@ async def serve_robot(
         lateness.add(now - tick_ns)
         core.tick(now)
         for data, (path, addr) in core.datagrams_to_send():
-            udps[path].send(data, addr)
+            send(data, data[6] | data[7] << 8, ((udps[path], addr),))  # header: stream u16 LE
         ticks += 1
         if align_ticks and ticks % _ALIGN_EVERY == 0:
             shift = alignment_shift(core.command_arrivals(), tick_ns, period)
@@ -165,6 +200,7 @@ async def serve_robot(
                 shifts.append(shift)
                 core.command_arrivals()  # measured against the old schedule: start afresh
 
+    send = sender.send
     ticker = PreciseTicker(loop, period, on_tick, name="control-loop")
     log.info(
         "robot endpoint %s listening on %s:%s at %g Hz",
@@ -182,6 +218,7 @@ async def serve_robot(
         if control is not None:
             await control.close()
         core.close()
+        sender.close()
         for u in udps:
             if u.transport is not None:
                 u.transport.close()
@@ -193,11 +230,27 @@ async def serve_robot(
         "tick_overruns": ticker.overruns,
         "tick_alignment_shifts_us": [round(x / 1e3, 1) for x in shifts[-20:]],
         "handler_errors": sum(u.handler_errors for u in udps),
+        "sender": {**sender.summary(), "send_dropped": sum(u.send_dropped for u in udps)},
     }
 
 
-def _attach_control(core: RobotCore, control: ControlServer, addresses: list[Any]) -> None:
-    """Wire the control plane's sessions to the data plane's keys and windows."""
+def _sender(udps: list[UdpEndpoint], capacity_bps: float) -> PacedSender:
+    """A paced sender for these endpoints (IPv6 headers counted when the first one is v6)."""
+    sock = udps[0].sock
+    v6 = sock is not None and sock.family == socket.AF_INET6
+    return PacedSender(
+        Scheduler(pacer_config(capacity_bps)),
+        overhead=IPV6_UDP_OVERHEAD if v6 else IPV4_UDP_OVERHEAD,
+    )
+
+
+def _attach_control(
+    core: RobotCore,
+    control: ControlServer,
+    addresses: list[Any],
+    regrant: Callable[[], None] = lambda: None,
+) -> None:
+    """Wire the control plane's sessions to the data plane's keys, windows and grants."""
     state = control.state
     state.data_addresses = [
         f"{'' if a[0] in ('0.0.0.0', '::') else a[0]}:{a[1]}" for a in addresses
@@ -206,11 +259,13 @@ def _attach_control(core: RobotCore, control: ControlServer, addresses: list[Any
     def opened(session: ServerSession) -> None:
         if core.secure is not None:
             core.secure.add(SessionKeys.derive(session.secret, session.session))
+        regrant()
 
     def closed(session: ServerSession) -> None:
         if core.secure is not None:
             core.secure.remove(session.session)
         core.forget_session(session.session)
+        regrant()
 
     state.on_open, state.on_close = opened, closed
 
@@ -229,12 +284,20 @@ async def run_station(
     stop: asyncio.Event | None = None,
     wait_for_robot_s: float = 5.0,
     grace_s: float = 0.2,
+    grants: Sequence[Grant] = (),
+    link_capacity_bps: float = DEFAULT_LINK_CAPACITY_BPS,
 ) -> dict[str, Any]:
     """Connect to a robot, drive it for `duration` seconds (or until `stop`), return the
     summary. Raises `RobotUnreachable` if no robot answers within `wait_for_robot_s`.
 
     With several robot addresses (paths), every command and heartbeat is sent on each: the
-    robot keeps the first copy, so losing a path costs no time at all."""
+    robot keeps the first copy, so losing a path costs no time at all.
+
+    Everything goes through a `PacedSender` pacing at `link_capacity_bps`: commands are
+    policed to the command stream's grant (from `grants`, what the robot granted; without
+    one, a local grant sized by `station_specs` once the robot's joints are known),
+    heartbeats to a local grant. A command over its grant is dropped and counted
+    (``policed``), never queued: the next one follows within a control period."""
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     remotes = [remote] if isinstance(remote, tuple) else list(remote)
@@ -256,18 +319,34 @@ async def run_station(
             if u.transport is not None:
                 u.transport.close()
         raise
-    paths = list(zip(udps, core.paths, strict=True))
     where = ", ".join(f"{h}:{p}" for h, p in remotes)
+    sender = _sender(udps, link_capacity_bps)
+    secure = core.secure
 
-    def send_all(data: bytes | bytearray) -> None:
-        for udp, stats in paths:
-            udp.send(data)
+    def specs(joints: int) -> Any:
+        return station_specs(
+            joints=joints,
+            control_rate_hz=core.config.control_rate_hz,
+            heartbeat_rate_hz=core.config.heartbeat_rate_hz,
+            secure=secure,
+            overhead=sender.overhead,
+        )
+
+    sender.grant([local_grant(specs(1).heartbeat), *grants])
+    targets = tuple((udp, None) for udp in udps)
+    c = core.counters
+
+    def send_all(data: bytes | bytearray, stream: int) -> bool:
+        if not sender.send(data, stream, targets):
+            return False
+        for stats in core.paths:
             stats.sent += 1
+        return True
 
     async def heartbeats() -> None:
         period = 1.0 / core.config.heartbeat_rate_hz
         while True:
-            send_all(core.heartbeat(time.monotonic_ns()))
+            send_all(core.heartbeat(time.monotonic_ns()), Stream.STATION_HEARTBEAT)
             await asyncio.sleep(period)
 
     beat = asyncio.create_task(heartbeats())
@@ -284,11 +363,16 @@ async def run_station(
                 return core.summary()
             await asyncio.sleep(0.005)
         log.info("robot answered (%s); driving at %g Hz", where, core.config.control_rate_hz)
+        if sender.scheduler.grant(Stream.COMMAND) is None:
+            joints = core.robot.joints
+            n = 1 if joints is None else len(joints.positions)
+            sender.grant([local_grant(specs(n).command)])
 
         def on_tick(tick_ns: int) -> None:
             data = core.tick(time.monotonic_ns())
-            if data is not None:
-                send_all(data)
+            if data is not None and not send_all(data, Stream.COMMAND):
+                c["commands_sent"] -= 1  # over the grant: dropped here, never sent
+                c["policed"] += 1
 
         period = round(1e9 / core.config.control_rate_hz)
         ticker = PreciseTicker(loop, period, on_tick, name="station-loop")
@@ -303,7 +387,10 @@ async def run_station(
         beat.cancel()
         if core.input is not None:
             core.input.close()
+        sender.close()
         for udp in udps:
             assert udp.transport is not None
             udp.transport.close()
-    return core.summary()
+    summary = core.summary()
+    summary["sender"] = {**sender.summary(), "send_dropped": sum(u.send_dropped for u in udps)}
+    return summary

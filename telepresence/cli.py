@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from netsim.profiles import PROFILES
+from netsim.units import parse_rate
 from robots import plugins
 from robots.exceptions import RobotsError
 from telepresence import options
@@ -40,10 +41,11 @@ from telepresence.exceptions import (
 )
 from telepresence.inputs import INPUT_GROUP, InputSource, RobotView
 from telepresence.profiler import format_report
-from telepresence.qos import TokenBucket
+from telepresence.qos import Grant as QosGrant
+from telepresence.qos import StreamSpec
 from telepresence.security import SessionKeys
+from telepresence.sender import DEFAULT_LINK_CAPACITY_BPS, station_specs
 from telepresence.station import StationConfig, StationCore
-from telepresence.streams import Stream
 from telepresence.udp import parse_hostport
 
 __all__ = ["main"]
@@ -171,7 +173,8 @@ def _add_security(p: argparse.ArgumentParser, *, robot: bool) -> None:
             "--link-capacity",
             default="100mbit",
             metavar="RATE",
-            help="capacity reservations are admitted against (default: 100mbit)",
+            help="the link's capacity, each direction: stations' reservations are admitted "
+            "against it and the robot paces what it sends to it (default: 100mbit)",
         )
     else:
         g.add_argument(
@@ -190,6 +193,13 @@ def _add_security(p: argparse.ArgumentParser, *, robot: bool) -> None:
             "--observe",
             action="store_true",
             help="open an observer session: telemetry without taking control",
+        )
+        g.add_argument(
+            "--link-capacity",
+            default="100mbit",
+            metavar="RATE",
+            help="the uplink's capacity: what the station paces its datagrams to; commands "
+            "are policed to the robot's grant either way (default: 100mbit)",
         )
     g.add_argument(
         "--insecure",
@@ -461,7 +471,6 @@ def print_summary(title: str, summary: dict[str, Any]) -> None:
 def _control_server(
     args: argparse.Namespace, core_secure: bool, manifest: Any, listen: tuple[str, int] | None
 ) -> ControlServer:
-    from netsim.units import parse_rate
 
     keypair = authorized = None
     if core_secure:
@@ -531,6 +540,7 @@ def cmd_robot(args: argparse.Namespace) -> int:
             align_ticks=args.align_ticks,
             control=control,
             more_paths=more_paths,
+            link_capacity_bps=parse_rate(args.link_capacity, "--link-capacity"),
         ),
         args.loop,
     )
@@ -599,21 +609,40 @@ async def _secure_station(
         grant = None
         if not args.observe:
             await client.take_lease()
-            grant = await client.reserve(**_command_reservation(config, welcome))
+            joints = len(welcome.manifest.get("joints", [])) or 6
+            grant = await client.reserve(**_command_reservation(config, joints))
         keys = SessionKeys.derive(bytes.fromhex(welcome.secret), welcome.session)
         core = StationCore(
             config, make_input, clock=time.monotonic_ns, keys=keys, observe=args.observe
         )
+        grants = []
         if grant is not None:  # the sender polices its command stream to the grant
-            core.police = TokenBucket(
-                round(grant.rate_bps), grant.burst_bytes, now=time.monotonic_ns()
+            grants.append(
+                QosGrant(
+                    spec=StreamSpec.from_fields(
+                        {
+                            "stream": grant.stream,
+                            "traffic_class": grant.traffic_class,
+                            "rate_bps": grant.rate_bps,
+                            "burst_bytes": grant.burst_bytes,
+                            "max_packet_bytes": grant.max_packet_bytes,
+                        }
+                    ),
+                    dscp=grant.dscp,
+                )
             )
         if config.clock_offset_ns is None:
             core.clock_offset = client.clock_offset  # refined by telemetry exchanges too
         via = getattr(args, "data_via", None)  # the demo routes the data plane through a relay
         remote = via or [data_address(a, host) for a in welcome.data_addresses]
         summary = await run_station(
-            core, remote, duration=duration, stop=stop, wait_for_robot_s=getattr(args, "wait", 5.0)
+            core,
+            remote,
+            duration=duration,
+            stop=stop,
+            wait_for_robot_s=getattr(args, "wait", 5.0),
+            grants=grants,
+            link_capacity_bps=_link_capacity(args),
         )
         summary["control"] = {
             "endpoint": endpoint,
@@ -637,19 +666,27 @@ async def _secure_station(
         await client.close()
 
 
-def _command_reservation(config: StationConfig, welcome: Any) -> dict[str, Any]:
-    """The command stream's reservation: every command, sealed, with IPv4/UDP headers, at the
-    control rate, plus heartbeats, with 25 % margin."""
-    joints = len(welcome.manifest.get("joints", [])) or 6
-    packet = 32 + 12 + 4 + 8 * joints + 16 + 28  # header, prefix, array, tag, IPv4 + UDP
-    rate = packet * 8 * (config.control_rate_hz + config.heartbeat_rate_hz) * 1.25
+def _command_reservation(config: StationConfig, joints: int) -> dict[str, Any]:
+    """The command stream's reservation (`station_specs`): the largest joint command of the
+    robot's joints, sealed, with IPv4/UDP headers, at the control rate, with 25 % margin."""
+    spec = station_specs(
+        joints=joints,
+        control_rate_hz=config.control_rate_hz,
+        heartbeat_rate_hz=config.heartbeat_rate_hz,
+        secure=True,
+    ).command
     return {
-        "stream": int(Stream.COMMAND),
-        "traffic_class": "control",
-        "rate_bps": rate,
-        "burst_bytes": 8 * packet,
-        "max_packet_bytes": packet,
+        "stream": spec.stream,
+        "traffic_class": spec.traffic_class.label,
+        "rate_bps": spec.rate_bps,
+        "burst_bytes": spec.burst_bytes,
+        "max_packet_bytes": spec.max_packet_bytes,
     }
+
+
+def _link_capacity(args: argparse.Namespace) -> float:
+    text = getattr(args, "link_capacity", None)
+    return DEFAULT_LINK_CAPACITY_BPS if text is None else parse_rate(text, "--link-capacity")
 
 
 def _station(
@@ -670,6 +707,7 @@ def _station(
                 duration=duration,
                 stop=stop,
                 wait_for_robot_s=getattr(args, "wait", 5.0),
+                link_capacity_bps=_link_capacity(args),
             ),
             args.loop,
         )

@@ -28,7 +28,6 @@ from telepresence.exceptions import (
 )
 from telepresence.inputs import InputSource, RobotView
 from telepresence.profiler import LatencyProfile
-from telepresence.qos import TokenBucket
 from telepresence.security import SessionKeys
 from telepresence.seqwindow import SequenceWindow, SeqVerdict
 from telepresence.streams import Stream
@@ -38,7 +37,6 @@ __all__ = ["StationConfig", "StationCore"]
 
 log = logging.getLogger(__name__)
 
-_IP_UDP_OVERHEAD = 28  # reservations count whole IPv4 datagrams
 _PATH_DEAD_NS = 500_000_000  # a path silent this long (others not) counts as down
 _RING = 1 << 16  # commands remembered for matching telemetry (131 s at 500 Hz)
 
@@ -97,8 +95,8 @@ class StationCore:
         self.config = config
         self.observe = observe
         """An observer session: telemetry only, no input source, no commands."""
-        self.police: TokenBucket | None = None
-        """The command stream's grant, as a token bucket: commands over it are dropped."""
+        self.secure = keys is not None
+        """A secure session: datagrams are sealed and opened with the session's keys."""
         self.paths = [PathStats(a) for a in (paths or ["robot"])]
         self.session = config.session or (secrets.randbits(32) or 1)
         self._sealer = self._opener = None
@@ -167,10 +165,6 @@ class StationCore:
         seq = self._seq[Stream.COMMAND] = self._seq[Stream.COMMAND] + 1
         sent = self._clock()
         data = self._encode(command, Stream.COMMAND, seq, sent)
-        police = self.police
-        if police is not None and not police.conforms(len(data) + _IP_UDP_OVERHEAD, sent):
-            self.counters["policed"] += 1  # over the stream's grant: dropped here, not queued
-            return None
         i = seq & (_RING - 1)
         self._ring_seq[i] = seq
         self._ring_input[i] = now
@@ -262,7 +256,9 @@ class StationCore:
         return max(0, w.highest - self._first_telemetry_seq + 1 - self.counters["telemetry"])
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready result: latency profile, station and robot counters, loss."""
+        """JSON-ready result: latency profile, station and robot counters, loss. The robot's
+        counters are those of its latest TELEMETRY (`Counters.as_dict()`), so they include the
+        datagrams it refused as `forged` or of an `unknown_session`."""
         offset = self.clock_offset.offset_ns or 0
         robot = self.last_telemetry.counters.as_dict() if self.last_telemetry else None
         base_sent, base_received = self._loss_base

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -29,8 +30,14 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
+        """The socket itself (for `send_marked`); the transport owns and closes it."""
+        self.tos: int | None = None
+        """The socket's own TOS byte: what `send` marks datagrams with."""
         self.handler_errors = 0
         self.socket_errors = 0
+        self.send_dropped = 0
+        """Datagrams `send_marked` could not hand to the kernel (its send buffer was full)."""
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -56,6 +63,31 @@ class UdpEndpoint(asyncio.DatagramProtocol):
     def send(self, data: bytes | bytearray, addr: Any = None) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(data, addr)
+
+    def send_marked(self, data: bytes | bytearray, addr: Any, tos: int) -> None:
+        """Send `data` marked with the TOS byte `tos`: through the transport when it is the
+        socket's own mark, else with the mark as ancillary data (``IP_TOS`` / ``IPV6_TCLASS``
+        in ``sendmsg``, one system call, the socket's own mark unchanged)."""
+        if tos == self.tos or self.sock is None:
+            self.send(data, addr)
+            return
+        if self.transport is None or self.transport.is_closing():
+            return
+        sock = self.sock
+        if sock.family == socket.AF_INET6:
+            mark = [(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos.to_bytes(4, sys.byteorder))]
+        else:
+            mark = [(socket.IPPROTO_IP, socket.IP_TOS, tos.to_bytes(4, sys.byteorder))]
+        try:
+            if addr is None:
+                sock.sendmsg([data], mark)
+            else:
+                sock.sendmsg([data], mark, 0, addr)
+        except (BlockingIOError, InterruptedError):
+            self.send_dropped += 1
+        except OSError as exc:
+            self.socket_errors += 1
+            log.debug("send failed: %s", exc)
 
 
 def parse_hostport(text: str, *, what: str) -> tuple[str, int]:
@@ -117,4 +149,5 @@ async def open_udp(
         lambda: UdpEndpoint(handler), sock=sock
     )
     protocol.transport = transport  # uvloop may call connection_made only on the next turn
+    protocol.sock, protocol.tos = sock, tos or 0
     return protocol

@@ -145,21 +145,6 @@ def test_scripted_input_rejects_unknown_option() -> None:
         ScriptedInput(view, {"amplitud": "1"}, 0)
 
 
-def test_commands_over_the_grant_are_policed() -> None:
-    from robots.api import JointState
-    from telepresence.qos import TokenBucket
-
-    clock = HandClock()
-    station = StationCore(StationConfig(), lambda v, n: ScriptedInput(v, {}, n), clock=clock)
-    station.robot = RobotView(joints=JointState(positions=np.zeros(6)))
-    size = len(station.tick(clock.now) or b"") + 28  # one command, as an IPv4 datagram
-    # a grant of 100 such datagrams a second; offer 500 a second for one second
-    station.police = TokenBucket(size * 8 * 100, size, now=clock.now)
-    sent = sum(station.tick(clock.advance(2 * MS)) is not None for _ in range(500))
-    assert 95 <= sent <= 101
-    assert station.counters["policed"] == 500 - sent
-
-
 def test_uplink_loss_counts_from_the_first_telemetry() -> None:
     from telepresence.streams import Stream
     from telepresence.wire import Counters, RobotMode, Telemetry, encode
