@@ -29,6 +29,7 @@ import numpy as np
 from robots.api import BaseState, ForceTorque, JointCommand, JointState
 from telepresence.qos import (
     DEFAULT_MARKS,
+    HELD,
     Grant,
     Scheduler,
     SchedulerConfig,
@@ -96,6 +97,7 @@ class PacedSender:
         overhead: int = IPV4_UDP_OVERHEAD,
     ) -> None:
         self.scheduler = scheduler
+        self._offer = scheduler.offer
         self.overhead = overhead
         self._clock = clock
         self._loop = asyncio.get_running_loop()
@@ -114,11 +116,14 @@ class PacedSender:
         nothing of a higher class waits) is sent to every target before this returns."""
         if self._closed:
             return False
-        now = self._clock()
-        ok = self.scheduler.enqueue((data, targets), len(data) + self.overhead, stream, now)
-        if ok or len(self.scheduler):
-            self._release(now)
-        return ok
+        tos = self._offer((data, targets), len(data) + self.overhead, stream, self._clock())
+        if tos >= 0:  # leaves now: nothing queued before it, nothing to re-arm
+            for udp, addr in targets:
+                udp.send_marked(data, addr, tos)
+            return True
+        if len(self.scheduler):
+            self._release(self._clock())
+        return tos == HELD
 
     def counters(self) -> dict[int, StreamCounters]:
         return self.scheduler.all_counters()

@@ -68,12 +68,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         """Send `data` marked with the TOS byte `tos`: through the transport when it is the
         socket's own mark, else with the mark as ancillary data (``IP_TOS`` / ``IPV6_TCLASS``
         in ``sendmsg``, one system call, the socket's own mark unchanged)."""
-        if tos == self.tos or self.sock is None:
-            self.send(data, addr)
-            return
-        if self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         sock = self.sock
+        if tos == self.tos or sock is None:
+            transport.sendto(data, addr)
+            return
         if sock.family == socket.AF_INET6:
             mark = [(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, tos.to_bytes(4, sys.byteorder))]
         else:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from telepresence.exceptions import ConfigError
 from telepresence.qos import (
+    DROPPED,
     Grant,
     Scheduler,
     SchedulerConfig,
@@ -365,3 +366,46 @@ def test_max_window_excess_matches_the_pairwise_check(events: list[tuple[int, in
             total += size
             brute = max(brute, total - rate * (tj - ti) / NANOBITS_PER_BYTE)
     assert max_window_excess(events, rate) == pytest.approx(brute)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2 * MS),  # gap before the offer, ns
+            st.sampled_from([CONTROL, 2, VIDEO, BULK, 9]),  # 9: no grant
+            st.integers(0, 1400),  # size (0 and > max are refused)
+        ),
+        max_size=80,
+    )
+)
+def test_offer_is_enqueue_then_dequeue_in_one_step(offers: list[tuple[int, int, int]]) -> None:
+    grants = (
+        grant(CONTROL, TrafficClass.CONTROL, 2 * M, burst=1500),
+        grant(2, TrafficClass.HAPTICS, 1 * M, burst=1500),
+        grant(VIDEO, TrafficClass.VIDEO, 8 * M, burst=6000),
+        grant(BULK, TrafficClass.BULK, 4 * M, burst=3000),
+    )
+    fast, slow = scheduler(10 * M, *grants), scheduler(10 * M, *grants)
+    out_fast: list[tuple[int, Packet, int]] = []
+    out_slow: list[tuple[int, Packet, int]] = []
+    now = 0
+    for seq, (gap, stream, size) in enumerate(offers):
+        now += gap
+        for s, out in ((fast, out_fast), (slow, out_slow)):  # what is due goes first
+            out.extend((now, p, tos) for p, tos in s.dequeue(now))
+        packet = (stream, seq, now, size)
+        tos = fast.offer(packet, size, stream, now)
+        if tos >= 0:
+            out_fast.append((now, packet, tos))
+        accepted = slow.enqueue(packet, size, stream, now)
+        out_slow.extend((now, p, t) for p, t in slow.dequeue(now))
+        assert (tos != DROPPED) == accepted
+    while (t := slow.next_time()) is not None:  # drain both at the same times
+        now = max(now, t)
+        out_slow.extend((now, p, tos) for p, tos in slow.dequeue(now))
+        out_fast.extend((now, p, tos) for p, tos in fast.dequeue(now))
+    out_fast.extend((now, p, tos) for p, tos in fast.dequeue(now))
+    assert out_fast == out_slow
+    assert fast.all_counters() == slow.all_counters()
+    assert fast.unknown_stream == slow.unknown_stream and len(fast) == len(slow) == 0

@@ -20,6 +20,8 @@ from telepresence.qos.reservation import (
 )
 from telepresence.qos.scheduler import (
     DEFAULT_MAX_DELAY_NS,
+    DROPPED,
+    HELD,
     Scheduler,
     SchedulerConfig,
     StreamCounters,
@@ -28,6 +30,8 @@ from telepresence.qos.scheduler import (
 __all__ = [
     "DEFAULT_MARKS",
     "DEFAULT_MAX_DELAY_NS",
+    "DROPPED",
+    "HELD",
     "AdmissionControl",
     "Dscp",
     "Grant",

@@ -52,7 +52,14 @@ from telepresence.qos.bucket import TokenBucket
 from telepresence.qos.dscp import TrafficClass
 from telepresence.qos.reservation import Grant
 
-__all__ = ["DEFAULT_MAX_DELAY_NS", "Scheduler", "SchedulerConfig", "StreamCounters"]
+__all__ = [
+    "DEFAULT_MAX_DELAY_NS",
+    "DROPPED",
+    "HELD",
+    "Scheduler",
+    "SchedulerConfig",
+    "StreamCounters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +75,10 @@ DEFAULT_MAX_DELAY_NS: Mapping[TrafficClass, int] = {
 """How long the policer may hold a non-conforming packet of each class before it drops it."""
 MAX_DELAY_LIMIT_NS = 1_000 * MS
 _N_CLASSES = len(TrafficClass)
+HELD = -1
+"""`Scheduler.offer`: the packet was queued; a later `dequeue` releases it."""
+DROPPED = -2
+"""`Scheduler.offer`: the packet was refused (its stream's counters say why)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,6 +263,60 @@ class Scheduler(Generic[P]):
             self._ready[cls].append(entry)
         self._held[cls] += 1
         return True
+
+    def offer(self, packet: P, size: int, stream: int, now: int) -> int:
+        """`enqueue`, then the `dequeue` of this packet, in one step when it may leave at once.
+
+        Returns the packet's TOS byte when it leaves now (the caller sends it; the counters say
+        it was sent), `HELD` when it was queued (a later `dequeue` releases it), `DROPPED` when
+        it was refused (counted as `enqueue` counts). It leaves at once when it conforms to its
+        grant, no packet of its class or a higher one is ready, none is due out of the policer's
+        hold, and its class bypasses the pacer or the link conforms. Same outcomes as
+        `enqueue` + `dequeue(now)`, without the queue round trip: what every command takes.
+        """
+        if now > self._now:
+            self._now = now
+        flow = self._flows.get(stream)
+        if flow is None:
+            self.unknown_stream += 1
+            return DROPPED
+        c = flow.counters
+        if size > flow.max_packet or size < 1:
+            c.oversize += 1
+            return DROPPED
+        cls = flow.cls
+        if self._held[cls] >= self.config.queue_packets:
+            c.queue_dropped += 1
+            return DROPPED
+        wait = flow.bucket.take(size, now, flow.max_delay)
+        if wait is None:
+            c.policed += 1
+            c.policed_bytes += size
+            return DROPPED
+        delayed = self._delayed
+        if wait == 0 and not (delayed and delayed[0][0] <= now):
+            ready = self._ready
+            if not any(ready[i] for i in range(cls + 1)):
+                link = self._link
+                if self._bypass[cls]:
+                    link.charge(size, now)
+                    leaves = True
+                else:
+                    leaves = link.conforms(size, now)
+                if leaves:
+                    c.sent += 1
+                    c.sent_bytes += size
+                    return flow.tos
+        if delayed and delayed[0][0] <= now:
+            self._promote(now)
+        entry = (packet, size, flow, now)
+        if wait:
+            c.delayed += 1
+            heapq.heappush(delayed, (now + wait, next(self._n), entry))
+        else:
+            self._ready[cls].append(entry)
+        self._held[cls] += 1
+        return HELD
 
     def dequeue(self, now: int) -> list[tuple[P, int]]:
         """Packets that may be sent at `now`, in order, each with its TOS byte."""
