@@ -8,6 +8,14 @@ Identity: the robot has a CURVE key pair; only operators whose public key is in 
 complete the CURVE handshake (ZAP answers 400 to any other, and the operator's side sees the
 refusal as a failed handshake). Each `hello` opens a session with a fresh 32-byte secret from
 which both ends derive the data-plane keys.
+
+Live allowlist: the server follows the allowlist's file or directory (`keys.Allowlist`): it
+checks it at each handshake and every `check_every_s`, and `reload()` reads it at once (SIGHUP).
+A bad version is logged and shown in `status()`, and the list in force stays. The sessions of
+an operator whose key was removed are closed (`ControlState.revoke`: `bye` to that station,
+`on_close` drops its data-plane keys, its lease and reservations are released), and whatever
+that connection sends later is answered with `error` (CURVE authenticated it at its handshake,
+which ZeroMQ does not repeat, so the server checks the key of every message).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +32,7 @@ import zmq
 import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
-from telepresence.control.keys import KeyPair
+from telepresence.control.keys import Allowlist, AllowlistChange, KeyPair
 from telepresence.control.lease import ControlLease
 from telepresence.control.messages import (
     PROTOCOL,
@@ -48,7 +56,7 @@ from telepresence.control.messages import (
 from telepresence.exceptions import ConfigError, RemoteProtocolError
 from telepresence.qos import AdmissionControl, Refusal
 
-__all__ = ["ControlServer", "ControlState", "ServerSession"]
+__all__ = ["NOT_ALLOWED", "REVOKED", "ControlServer", "ControlState", "ServerSession"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,8 @@ class ServerSession:
     secret: bytes
     last_seen_ns: int
     streams: dict[tuple[str, int], Any] = field(default_factory=dict)
+    key: bytes = b""
+    """The operator's CURVE public key (Z85) from the handshake; empty when insecure."""
 
 
 Reply = tuple[bytes, ControlMessage]
@@ -148,14 +158,28 @@ class ControlState:
 
     # -- messages ---------------------------------------------------------------------------
 
+    def revoke(self, keys: Collection[bytes], reason: str, now: int) -> list[Reply]:
+        """Close the sessions of the operators whose public keys are in `keys` (removed from
+        the allowlist), as any session closes; returns a `bye` with `reason` to each of their
+        stations and, if any closed, the lease as it now stands to every remaining session."""
+        out: list[Reply] = []
+        for s in list(self.sessions.values()):
+            if s.key and s.key in keys:
+                out.append((s.identity, Bye(reason=reason)))
+                self.close_session(s, reason)
+        if out:
+            out += self.broadcast_lease(now)
+        return out
+
     def handle(
-        self, identity: bytes, operator: str, message: ControlMessage, now: int
+        self, identity: bytes, operator: str, message: ControlMessage, now: int, key: bytes = b""
     ) -> list[Reply]:
-        """One message from `identity`; returns the replies."""
+        """One message from `identity` (authenticated as public `key`, when secure); returns
+        the replies."""
         sid = self._by_identity.get(identity)
         session = self.sessions.get(sid) if sid is not None else None
         if isinstance(message, Hello):
-            return self._hello(identity, operator, message, session, now)
+            return self._hello(identity, operator, message, session, now, key)
         if session is None:
             return [(identity, Error(reason=f"{message.NAME} before hello: open a session first"))]
         session.last_seen_ns = now
@@ -232,7 +256,13 @@ class ControlState:
         return [(identity, Error(reason=f"{message.NAME} is not a request a robot answers"))]
 
     def _hello(
-        self, identity: bytes, operator: str, hello: Hello, old: ServerSession | None, now: int
+        self,
+        identity: bytes,
+        operator: str,
+        hello: Hello,
+        old: ServerSession | None,
+        now: int,
+        key: bytes,
     ) -> list[Reply]:
         if hello.protocol != PROTOCOL:
             return [
@@ -270,6 +300,7 @@ class ControlState:
             role=hello.role,
             secret=secrets.token_bytes(32),
             last_seen_ns=now,
+            key=key,
         )
         self.sessions[sid] = session
         self._by_identity[identity] = sid
@@ -319,8 +350,19 @@ class ControlState:
         )
 
 
+REVOKED = "the operator's key was removed from the robot's allowlist"
+"""Reason given (`bye`, logs) when a session closes because its key left the allowlist."""
+
+NOT_ALLOWED = "this operator's key is no longer on the robot's allowlist"
+"""`error` reason for a message from a connection whose key has left the allowlist."""
+
+
 class ControlServer:
-    """asyncio adapter: a ROUTER socket, CURVE server, ZAP allowlist, around `ControlState`."""
+    """asyncio adapter: a ROUTER socket, CURVE server, ZAP allowlist, around `ControlState`.
+
+    `authorized` is the allowlist: an `Allowlist`, or `AuthorizedKeys` as `load_authorized_keys`
+    returns them (the server then follows their file or directory), or a fixed mapping of Z85
+    public key -> name; None with `keypair` None for an insecure control plane."""
 
     def __init__(
         self,
@@ -328,22 +370,43 @@ class ControlServer:
         *,
         bind: str,
         keypair: KeyPair | None,
-        authorized: dict[bytes, str] | None,
+        authorized: Mapping[bytes, str] | Allowlist | None,
         clock: Callable[[], int],
+        check_every_s: float = 1.0,
     ) -> None:
         if (keypair is None) != (authorized is None):
             raise ValueError("secure control plane needs both the robot key and the allowlist")
+        if not check_every_s > 0:
+            raise ValueError(f"check_every_s must be > 0 s, got {check_every_s}")
         self.state = state
         self.bind = bind
         self.keypair = keypair
-        self.authorized = authorized
+        self.allowlist: Allowlist | None = (
+            authorized
+            if isinstance(authorized, Allowlist) or authorized is None
+            else Allowlist(authorized)
+        )
+        """The operators admitted, followed on disk; None when insecure."""
         self.clock = clock
+        self.check_every_ns = round(check_every_s * 1e9)
         self.errors = 0
+        """Malformed messages received."""
+        self.revoked_messages = 0
+        """Messages from a connection whose operator key has left the allowlist."""
+        self.revoked_sessions = 0
+        """Sessions closed because their operator key left the allowlist."""
         self.endpoint: str | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._auth: AsyncioAuthenticator | None = None
         self._task: asyncio.Task[None] | None = None
+        self._outbox: list[Reply] = []
+        self._next_check_ns: int | None = None
+
+    @property
+    def authorized(self) -> dict[bytes, str] | None:
+        """The allowlist in force: Z85 public key -> name (None when insecure)."""
+        return None if self.allowlist is None else self.allowlist.keys
 
     async def start(self) -> str:
         """Bind and start serving; returns the bound endpoint (the port filled in)."""
@@ -352,12 +415,11 @@ class ControlServer:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.IPV6, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a reconnecting station replaces its old pipe
-        if self.keypair is not None and self.authorized is not None:
-            allowed = self.authorized
+        if self.keypair is not None and self.allowlist is not None:
             self._auth = AsyncioAuthenticator(self._ctx)
             self._auth.start()
             self._auth.configure_curve_callback(
-                domain="*", credentials_provider=_Allowlist(allowed)
+                domain="*", credentials_provider=_ZapAllowlist(self)
             )
             sock.curve_publickey, sock.curve_secretkey = self.keypair
             sock.curve_server = True
@@ -381,6 +443,7 @@ class ControlServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._sock is not None:
+            await self._flush()
             for s in list(self.state.sessions.values()):
                 await self._send(s.identity, Bye(reason="robot shutting down"))
             self._sock.close(0)
@@ -388,6 +451,78 @@ class ControlServer:
             self._auth.stop()
         if self._ctx is not None:
             self._ctx.term()
+
+    # -- the allowlist ----------------------------------------------------------------------
+
+    def reload(self) -> AllowlistChange | None:
+        """Read the allowlist now, changed on disk or not (bind it to SIGHUP), and close the
+        sessions of operators no longer on it. Returns what changed, or None if nothing was
+        read: a bad version is logged and kept in `status()`, and the list in force stays."""
+        return self._refresh(force=True)
+
+    def check_allowlist(self) -> AllowlistChange | None:
+        """Read the allowlist if it changed on disk (the server does so at each handshake and
+        every `check_every_s`); otherwise as `reload`."""
+        return self._refresh(force=False)
+
+    def _refresh(self, *, force: bool) -> AllowlistChange | None:
+        allowlist = self.allowlist
+        if allowlist is None:
+            return None
+        had_error = allowlist.error is not None
+        try:
+            change = allowlist.reload() if force else allowlist.check()
+        except ConfigError as exc:
+            log.error(
+                "allowlist not reloaded, keeping the %d key(s) in force: %s",
+                len(allowlist.keys),
+                exc,
+            )
+            return None
+        except Exception:  # a bug here must not take the ZAP handler, and every handshake, down
+            log.exception(
+                "allowlist not reloaded, keeping the %d key(s) in force", len(allowlist.keys)
+            )
+            return None
+        if change is None:
+            return None
+        if not change and not had_error:
+            log.debug("allowlist %s read again: no change", allowlist.source)
+            return change
+        log.info(
+            "allowlist %s reloaded, %d key(s): %s",
+            allowlist.source,
+            len(allowlist.keys),
+            change.describe(),
+        )
+        if change.removed:
+            replies = self.state.revoke(change.removed.keys(), REVOKED, self.clock())
+            self.revoked_sessions += sum(isinstance(m, Bye) for _, m in replies)
+            self._outbox += replies
+        return change
+
+    def _admit(self, key: bytes) -> bool:
+        """ZAP: may this CURVE public key (Z85) complete its handshake?"""
+        self.check_allowlist()
+        assert self.allowlist is not None
+        ok = key in self.allowlist.keys
+        if not ok:
+            log.warning("refused an operator key not on the allowlist: %s", key.decode())
+        return ok
+
+    def status(self) -> dict[str, Any]:
+        """For the robot's status: sessions, counters and the allowlist (path, number of keys,
+        last good read, last error; None when insecure)."""
+        return {
+            "endpoint": self.endpoint,
+            "sessions": len(self.state.sessions),
+            "malformed": self.errors,
+            "revoked_sessions": self.revoked_sessions,
+            "revoked_messages": self.revoked_messages,
+            "allowlist": None if self.allowlist is None else self.allowlist.status(),
+        }
+
+    # -- messages ---------------------------------------------------------------------------
 
     async def _send(self, identity: bytes, message: ControlMessage) -> None:
         assert self._sock is not None
@@ -400,6 +535,12 @@ class ControlServer:
         for identity, message in replies:
             await self._send(identity, message)
 
+    async def _flush(self) -> None:
+        """Send what `reload` and the handshake check queued (they cannot await)."""
+        while self._outbox:
+            replies, self._outbox = self._outbox, []
+            await self.send_all(replies)
+
     async def _serve(self) -> None:
         assert self._sock is not None
         sock = self._sock
@@ -408,6 +549,10 @@ class ControlServer:
         while True:
             events = dict(await poller.poll(timeout=100))
             now = self.clock()
+            if self._next_check_ns is None or now >= self._next_check_ns:
+                self._next_check_ns = now + self.check_every_ns
+                self.check_allowlist()
+            await self._flush()
             if sock in events:
                 frames = await sock.recv_multipart(copy=False)
                 identity = frames[0].bytes
@@ -415,27 +560,31 @@ class ControlServer:
                     user_id = str(frames[-1].get("User-Id") or "anonymous")
                 except zmq.ZMQError:
                     user_id = "anonymous"
-                operator = user_id
-                if self.authorized is not None:
-                    operator = self.authorized.get(user_id.encode(), user_id)
+                operator, key = user_id, b""
+                if self.allowlist is not None:
+                    key = user_id.encode()
+                    name = self.allowlist.keys.get(key)
+                    if name is None:  # authenticated at its handshake, removed since
+                        self.revoked_messages += 1
+                        await self._send(identity, Error(reason=NOT_ALLOWED))
+                        continue
+                    operator = name
                 try:
                     message = decode_message([f.bytes for f in frames[1:]])
                 except RemoteProtocolError as exc:
                     self.errors += 1
                     await self._send(identity, Error(reason=str(exc)))
                     continue
-                await self.send_all(self.state.handle(identity, operator, message, now))
+                await self.send_all(self.state.handle(identity, operator, message, now, key))
             await self.send_all(self.state.expire(now))
 
 
-class _Allowlist:
-    """ZAP credentials provider: is this CURVE public key (Z85) allowed?"""
+class _ZapAllowlist:
+    """ZAP credentials provider: is this CURVE public key (Z85) allowed? The server checks
+    the allowlist on disk first."""
 
-    def __init__(self, allowed: dict[bytes, str]) -> None:
-        self.allowed = allowed
+    def __init__(self, server: ControlServer) -> None:
+        self.server = server
 
     def callback(self, domain: str, key: bytes) -> bool:
-        ok = key in self.allowed
-        if not ok:
-            log.warning("refused an operator key not on the allowlist: %s", key.decode())
-        return ok
+        return self.server._admit(key)
