@@ -231,6 +231,7 @@ async def serve_robot(
         "tick_alignment_shifts_us": [round(x / 1e3, 1) for x in shifts[-20:]],
         "handler_errors": sum(u.handler_errors for u in udps),
         "sender": {**sender.summary(), "send_dropped": sum(u.send_dropped for u in udps)},
+        "control": None if control is None else control.status(),
     }
 
 

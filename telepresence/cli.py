@@ -530,8 +530,11 @@ def cmd_robot(args: argparse.Namespace) -> int:
         secure.lease = control.state.lease  # type: ignore[union-attr]
     core = RobotCore(driver, _endpoint_config(args), clock=time.monotonic_ns, secure=secure)
 
-    status = _run(
-        lambda stop: serve_robot(
+    async def main(stop: asyncio.Event) -> dict[str, Any]:
+        if control is not None:  # SIGHUP: read the allowlist now (it is also followed on disk)
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, control.reload)
+        return await serve_robot(
             core,
             local=local,
             sock=sock,
@@ -541,9 +544,9 @@ def cmd_robot(args: argparse.Namespace) -> int:
             control=control,
             more_paths=more_paths,
             link_capacity_bps=parse_rate(args.link_capacity, "--link-capacity"),
-        ),
-        args.loop,
-    )
+        )
+
+    status = _run(main, args.loop)
     print(
         f"robot {core.manifest.robot_id} ({args.driver}) on {status['address']}: "
         f"mode {status['mode']}, {'secure' if secure else 'INSECURE'}"
@@ -611,6 +614,7 @@ async def _secure_station(
             await client.take_lease()
             joints = len(welcome.manifest.get("joints", [])) or 6
             grant = await client.reserve(**_command_reservation(config, joints))
+        client.on_bye = lambda bye: stop.set()  # the robot ended the session: so does the run
         keys = SessionKeys.derive(bytes.fromhex(welcome.secret), welcome.session)
         core = StationCore(
             config, make_input, clock=time.monotonic_ns, keys=keys, observe=args.observe
@@ -652,6 +656,7 @@ async def _secure_station(
             ],
             "robot_id": welcome.manifest.get("robot_id"),
             "held_control": bool(client.lease and client.lease.you_hold),
+            "ended_by_robot": None if client.ended is None else client.ended.reason,
             "reservation": None
             if grant is None
             else {

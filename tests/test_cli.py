@@ -249,3 +249,62 @@ def test_an_observer_watches_while_another_operator_drives(tmp_path: Path) -> No
     assert watched["station"]["forged"] == 0
     assert drove["station"]["telemetry"] >= 400
     assert r["counters"]["dropped"] == 0 and r["counters"]["unknown_session"] == 0
+
+
+def test_removing_an_operators_key_ends_their_run(tmp_path: Path) -> None:
+    """The robot's owner removes the driving operator's key and sends the robot SIGHUP: the
+    robot closes the session at once, and the station stops and says why."""
+    import signal
+    import threading
+
+    from telepresence.control.keys import generate_keypair
+
+    port = free_port()
+    keys = Keys(tmp_path / "keys")
+    generate_keypair(keys.allowlist, "bob")  # a list that keeps one key is taken
+    robot_json, station_json = tmp_path / "robot.json", tmp_path / "station.json"
+    robot = subprocess.Popen(
+        [*CLI, "robot", "--driver", "sim-arm", "--listen", f"127.0.0.1:{port}",
+         "--duration", "30", "--json", str(robot_json), "--log-level", "warning",
+         *keys.robot_args()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    station = subprocess.Popen(
+        [*CLI, "station", "--connect", f"127.0.0.1:{port + 1}", "--duration", "30",
+         "--json", str(station_json), "--log-level", "info", *keys.station_args()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert station.stderr is not None
+        deadline = time.monotonic() + 20
+        seen = ""
+        while "driving at" not in seen:  # the station holds the lease and sends commands
+            assert time.monotonic() < deadline and station.poll() is None, seen
+            seen += station.stderr.readline()
+        rest: list[str] = []
+        err = station.stderr
+        drain = threading.Thread(target=lambda: rest.extend(err), daemon=True)
+        drain.start()  # a full pipe must not stall the station
+        keys.operator_public.unlink()  # off the allowlist (both of alice's key files) ...
+        keys.operator_secret.unlink()
+        removed = time.monotonic()
+        robot.send_signal(signal.SIGHUP)  # ... and read at once
+        station.wait(timeout=20)
+        took = time.monotonic() - removed
+        drain.join(5)
+        station_err = seen + "".join(rest)
+    finally:
+        if station.poll() is None:
+            station.kill()
+        robot.send_signal(signal.SIGINT)
+        _, robot_err = robot.communicate(timeout=30)
+    assert robot.returncode == 0, robot_err
+    assert station.returncode == 0, station_err
+    assert took < 15  # well before its 30 s
+    s = json.loads(station_json.read_text())
+    assert "allowlist" in s["control"]["ended_by_robot"]
+    assert "the robot ended the session" in station_err
+    r = json.loads(robot_json.read_text())
+    assert r["control"]["revoked_sessions"] == 1, r["control"]
+    assert r["control"]["allowlist"]["operators"] == ["bob"]
+    assert r["secure"] and r["control"]["sessions"] == 0

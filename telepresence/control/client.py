@@ -78,6 +78,10 @@ class ControlClient:
         self.lease: LeaseState | None = None
         self.clock_offset = OffsetEstimator()
         self.on_lease: Callable[[LeaseState], None] = lambda state: None
+        self.on_bye: Callable[[Bye], None] = lambda bye: None
+        """Called when the robot ends the session (its `bye`: closing, revoked, expired)."""
+        self.ended: Bye | None = None
+        """The robot's `bye`, once it ended the session."""
         self._ctx: zmq.asyncio.Context | None = None
         self._sock: zmq.asyncio.Socket | None = None
         self._inbox: asyncio.Queue[ControlMessage] = asyncio.Queue()
@@ -163,6 +167,8 @@ class ControlClient:
                     self.on_lease(message)
                 if isinstance(message, Bye):
                     log.warning("the robot ended the session: %s", message.reason)
+                    self.ended = message
+                    self.on_bye(message)
                 await self._inbox.put(message)
         except (asyncio.CancelledError, zmq.ZMQError):
             pass
