@@ -3,6 +3,7 @@ benchmark process gets one core, the peer the other).
 
     python bench/peers.py {bare,runtime,sink,forward} FD [--to HOST:PORT] [--cpu N]
     python bench/peers.py {secure,runtime-stages} FD [--secret HEX --session N] [--stages]
+    python bench/peers.py aead-floor FD --secret HEX --session N
     python bench/peers.py receiver FD --path {bare,plain,secure} [--secret HEX --session N]
     python bench/peers.py blaster FD --to HOST:PORT --bulk BIT/S [--video BIT/S]
 
@@ -30,6 +31,12 @@ reaches EOF (the parent closed it or died), so a crashed benchmark never leaves 
   the lease taken by that session; the echo is the checked command re-sealed with the robot's
   `Sealer` under its own sequence numbers. With ``--stages`` it also times each stage of the
   server's path (see `_Stages`) and prints their percentiles as one JSON line at exit.
+- ``aead-floor``: the least any Python peer sealing with `cryptography` can do per datagram,
+  for `bench_transport.py`: a bare uvloop `DatagramProtocol` that unpacks the 32-byte header
+  (one precompiled `struct` call), opens the body with the station's key (the session's
+  ChaCha20-Poly1305, header as associated data), and echoes the plaintext sealed with the
+  robot's key under its own sequence numbers: the AEAD work of ``secure`` without the
+  runtime (no message parsing, checks, numpy arrays or sequence window).
 - ``runtime-stages``: ``runtime``'s echo with ``--stages`` timing (the insecure counterpart of
   ``secure --stages``, so that both profiles come from the same code).
 - ``receiver``: how many datagrams a receive path takes per second, for `bench_transport.py`:
@@ -90,6 +97,41 @@ async def serve_bare(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
     transport, _ = await loop.create_datagram_endpoint(BareEcho, sock=sock)
+    print("ready", flush=True)
+    try:
+        await _until_stdin_closes()
+    finally:
+        transport.close()
+
+
+async def serve_aead_floor(sock: socket.socket, keys: Any) -> None:
+    import struct
+
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    from telepresence.wire.header import HEADER
+
+    decrypt = ChaCha20Poly1305(keys.station_to_robot).decrypt
+    encrypt = ChaCha20Poly1305(keys.robot_to_station).encrypt
+    unpack, pack, nonce = HEADER.unpack_from, HEADER.pack, struct.Struct("<IQ").pack
+    seq = 0
+
+    class Floor(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: Any = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            nonlocal seq
+            magic, version, mtype, flags, stream, session, length, _, sq, _ = unpack(data)
+            plain = decrypt(nonce(stream, sq), data[32:], data[:32])
+            seq += 1
+            header = pack(magic, version, mtype, flags, stream, session, length, 0, seq,
+                          time.monotonic_ns())  # fmt: skip
+            self.transport.sendto(header + encrypt(nonce(stream, seq), plain, header), addr)
+
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
+    transport, _ = await loop.create_datagram_endpoint(Floor, sock=sock)
     print("ready", flush=True)
     try:
         await _until_stdin_closes()
@@ -408,7 +450,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "mode",
         choices=("bare", "runtime", "sink", "forward", "secure", "runtime-stages", "receiver",
-                 "blaster"),
+                 "blaster", "aead-floor"),
     )  # fmt: skip
     parser.add_argument("fd", type=int, help="a bound UDP socket passed by the parent")
     parser.add_argument("--to", metavar="HOST:PORT", help="where `forward` and `blaster` send")
@@ -442,12 +484,14 @@ def main(argv: list[str]) -> int:
     import uvloop
 
     keys = None
-    if mode == "secure" or (mode == "receiver" and args.path == "secure"):
+    if mode in ("secure", "aead-floor") or (mode == "receiver" and args.path == "secure"):
         if not args.secret or not args.session:
             parser.error(f"{mode} needs --secret HEX and --session N")
         keys = _session_keys(args.secret, args.session)
-    if mode in ("secure", "runtime-stages"):
-        serve: Any = serve_echo(sock, keys, args.stages or mode == "runtime-stages")
+    if mode == "aead-floor":
+        serve: Any = serve_aead_floor(sock, keys)
+    elif mode in ("secure", "runtime-stages"):
+        serve = serve_echo(sock, keys, args.stages or mode == "runtime-stages")
     elif mode == "receiver":
         if not args.path:
             parser.error("receiver needs --path bare|plain|secure")
