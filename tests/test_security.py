@@ -48,6 +48,7 @@ from telepresence.wire import (
     AUTH_TAG_SIZE,
     FLAG_AUTHENTICATED,
     HEADER_SIZE,
+    VERSION,
     Counters,
     Header,
     Heartbeat,
@@ -421,7 +422,7 @@ def test_authentic_but_malformed_body_is_a_decode_error() -> None:
     """Only a key holder can send it, but it is still checked: DecodeError after the AEAD."""
     body = struct.pack("<BBH", 1, 0, 1)  # HEARTBEAT with a non-zero reserved field
     header = struct.pack(
-        "<2sBBHHIHHQq", b"TP", 1, 0x01, FLAG_AUTHENTICATED, 2, SESSION, 4 + 16, 0, 5, 0
+        "<2sBBHHIHHQq", b"TP", VERSION, 0x01, FLAG_AUTHENTICATED, 2, SESSION, 4 + 16, 0, 5, 0
     )
     sealed = header + ChaCha20Poly1305(KEYS.station_to_robot).encrypt(nonce(2, 5), body, header)
     _, plain = ROBOT_OPENER.unseal(sealed)
@@ -580,7 +581,7 @@ def test_decode_body_agrees_with_decode(mtype: MessageType, data: st.DataObject)
 @FUZZ
 @given(mtype=st.sampled_from(MessageType), body=st.binary(max_size=160))
 def test_decode_body_raises_only_decode_error(mtype: MessageType, body: bytes) -> None:
-    header = struct.pack("<2sBBHHIHHQq", b"TP", 1, mtype, 0, 1, 2, len(body), 0, 3, 4)
+    header = struct.pack("<2sBBHHIHHQq", b"TP", VERSION, mtype, 0, 1, 2, len(body), 0, 3, 4)
     try:
         expected = decode(header + body).message
     except DecodeError:
@@ -632,7 +633,7 @@ def test_random_bytes(data: bytes) -> None:
 @given(mtype=st.sampled_from(MessageType), body=st.binary(max_size=200))
 def test_random_bodies_behind_a_valid_authenticated_header(mtype: MessageType, body: bytes) -> None:
     header = struct.pack(
-        "<2sBBHHIHHQq", b"TP", 1, mtype, FLAG_AUTHENTICATED, 1, SESSION, len(body), 0, 3, 4
+        "<2sBBHHIHHQq", b"TP", VERSION, mtype, FLAG_AUTHENTICATED, 1, SESSION, len(body), 0, 3, 4
     )
     assert rejects(header + body) is (DecodeError if len(body) < 16 else AuthenticationError)
 

@@ -25,6 +25,7 @@ from robots.api import (
 from telepresence.exceptions import DecodeError, LocalProtocolError
 from telepresence.wire import (
     HEADER_SIZE,
+    VERSION,
     Counters,
     Header,
     Heartbeat,
@@ -154,7 +155,7 @@ def test_round_trip(mtype: MessageType, data: st.DataObject, fields: dict[str, i
     message = data.draw(MESSAGES[mtype], label="message")
     encoded = encode(message, **fields)
     assert len(encoded) == encoded_size(message)
-    assert encoded[:2] == b"TP" and encoded[2] == 1 and encoded[3] == mtype
+    assert encoded[:2] == b"TP" and encoded[2] == VERSION == 2 and encoded[3] == mtype
     assert struct.unpack_from("<H", encoded, 12)[0] == len(encoded) - HEADER_SIZE
 
     header, decoded = decode(bytes(encoded))
@@ -409,7 +410,8 @@ MALFORMED = {
     "empty": (b"", r"datagram is truncated: 0 bytes"),
     "short header": (JOINTS[:31], r"datagram is truncated: 31 bytes < 32-byte header"),
     "bad magic": (patched(JOINTS, 0, "2s", b"TQ"), r"magic is invalid"),
-    "bad version": (patched(JOINTS, 2, "<B", 2), r"version 2 is not supported"),
+    "old version": (patched(JOINTS, 2, "<B", 1), r"version 1 is not supported \(.* speaks 2\)"),
+    "newer version": (patched(JOINTS, 2, "<B", 3), r"version 3 is not supported"),
     "unknown type": (patched(JOINTS, 3, "<B", 0x7F), r"message type 0x7f is unknown"),
     "flags": (patched(JOINTS, 4, "<H", 0x0100), r"flags 0x0100 has unknown bits set"),
     "header reserved": (patched(JOINTS, 14, "<H", 1), r"reserved header field is not zero"),

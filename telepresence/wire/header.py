@@ -4,7 +4,7 @@
 offset  size  field
 ======  ====  =====================================================================
 0       2     magic, the ASCII bytes ``TP``
-2       1     version, 1
+2       1     version, 2 (`VERSION`)
 3       1     message type (see `MessageType`)
 4       2     flags (u16); bit 0 AUTHENTICATED (`FLAG_AUTHENTICATED`), every other bit 0
 6       2     stream id (u16), chosen by the sender, one sequence space per stream
@@ -41,7 +41,12 @@ __all__ = [
 ]
 
 MAGIC = b"TP"
-VERSION = 1
+VERSION = 2
+"""The wire version this peer speaks, and the only one it accepts (``docs/protocol.md`` §2).
+
+2: TELEMETRY counters gained ``forged`` and ``unknown_session`` (body 100 bytes); 1: the first
+layout.
+"""
 HEADER = struct.Struct("<2sBBHHIHHQq")
 HEADER_SIZE = HEADER.size  # 32
 MAX_BODY = 0xFFFF
