@@ -171,3 +171,28 @@ def mutate(draw: Any, data: bytearray) -> bytes:
         if draw(st.booleans()):
             fix_length(data)
     return bytes(data)
+
+
+def control_server(robot_secret: Any, allowlist: Any, tmp_path: Any, **kw: Any) -> Any:
+    """A secure `ControlServer` on an ipc endpoint in `tmp_path`, for robot "r1" (500 Hz,
+    10 Mbit/s), with the robot's key file and an allowlist path; `kw` go to the server."""
+    import time
+
+    from telepresence.control.keys import load_authorized_keys, load_keypair
+    from telepresence.control.server import ControlServer, ControlState
+
+    state = ControlState(
+        manifest={"robot_id": "r1"},
+        data_addresses=["127.0.0.1:7000"],
+        control_rate_hz=500,
+        secure=True,
+        link_capacity_bps=10e6,
+    )
+    return ControlServer(
+        state,
+        bind=f"ipc://{tmp_path / 'control.sock'}",
+        keypair=load_keypair(robot_secret),
+        authorized=load_authorized_keys(allowlist),
+        clock=time.monotonic_ns,
+        **kw,
+    )

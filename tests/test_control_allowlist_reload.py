@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import Keys
+from helpers import Keys, control_server
 
 from telepresence import aio
 from telepresence.control import keys as keys_module
@@ -19,7 +19,6 @@ from telepresence.control.client import ControlClient
 from telepresence.control.keys import (
     Allowlist,
     generate_keypair,
-    load_authorized_keys,
     load_keypair,
     load_public_key,
 )
@@ -67,21 +66,11 @@ class Operators:
 
 
 def make_server(ops: Operators, tmp_path: Path, allowlist: Path, **kw: float) -> ControlServer:
-    state = ControlState(
-        manifest={"robot_id": "r1"},
-        data_addresses=["127.0.0.1:7000"],
-        control_rate_hz=500,
-        secure=True,
-        link_capacity_bps=10e6,
-    )
-    return ControlServer(
-        state,
-        bind=f"ipc://{tmp_path / 'control.sock'}",
-        keypair=load_keypair(ops.keys.robot_secret),
-        authorized=load_authorized_keys(allowlist),
-        clock=time.monotonic_ns,
+    srv: ControlServer = control_server(
+        ops.keys.robot_secret, allowlist, tmp_path,
         check_every_s=kw.get("check_every_s", CHECK_EVERY_S),
-    )
+    )  # fmt: skip
+    return srv
 
 
 def client(endpoint: str, ops: Operators, name: str) -> ControlClient:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import Keys
+from helpers import Keys, control_server
 
 from telepresence import aio
 from telepresence.control.client import ControlClient
@@ -22,20 +22,8 @@ from telepresence.exceptions import AccessRefused, ControlRefused, RobotUnreacha
 
 
 def server(keys: Keys, tmp_path: Path) -> ControlServer:
-    state = ControlState(
-        manifest={"robot_id": "r1"},
-        data_addresses=["127.0.0.1:7000"],
-        control_rate_hz=500,
-        secure=True,
-        link_capacity_bps=10e6,
-    )
-    return ControlServer(
-        state,
-        bind=f"ipc://{tmp_path / 'control.sock'}",
-        keypair=load_keypair(keys.robot_secret),
-        authorized=load_authorized_keys(keys.allowlist),
-        clock=time.monotonic_ns,
-    )
+    srv: ControlServer = control_server(keys.robot_secret, keys.allowlist, tmp_path)
+    return srv
 
 
 def client(endpoint: str, secret: Path, keys: Keys, station: str = "s") -> ControlClient:

@@ -233,35 +233,10 @@ class Scheduler(Generic[P]):
 
     def enqueue(self, packet: P, size: int, stream: int, now: int) -> bool:
         """Offer `packet` of `size` bytes on `stream` at `now`; False if it was dropped."""
-        if now > self._now:
-            self._now = now
-        flow = self._flows.get(stream)
-        if flow is None:
-            self.unknown_stream += 1
+        admitted = self._admit(size, stream, now)
+        if admitted is None:
             return False
-        c = flow.counters
-        if size > flow.max_packet or size < 1:
-            c.oversize += 1
-            return False
-        cls = flow.cls
-        if self._held[cls] >= self.config.queue_packets:
-            c.queue_dropped += 1
-            return False
-        wait = flow.bucket.take(size, now, flow.max_delay)
-        if wait is None:
-            c.policed += 1
-            c.policed_bytes += size
-            return False
-        delayed = self._delayed
-        if delayed and delayed[0][0] <= now:
-            self._promote(now)
-        entry = (packet, size, flow, now)
-        if wait:
-            c.delayed += 1
-            heapq.heappush(delayed, (now + wait, next(self._n), entry))
-        else:
-            self._ready[cls].append(entry)
-        self._held[cls] += 1
+        self._hold(packet, size, *admitted, now)
         return True
 
     def offer(self, packet: P, size: int, stream: int, now: int) -> int:
@@ -274,27 +249,13 @@ class Scheduler(Generic[P]):
         hold, and its class bypasses the pacer or the link conforms. Same outcomes as
         `enqueue` + `dequeue(now)`, without the queue round trip: what every command takes.
         """
-        if now > self._now:
-            self._now = now
-        flow = self._flows.get(stream)
-        if flow is None:
-            self.unknown_stream += 1
+        admitted = self._admit(size, stream, now)
+        if admitted is None:
             return DROPPED
-        c = flow.counters
-        if size > flow.max_packet or size < 1:
-            c.oversize += 1
-            return DROPPED
-        cls = flow.cls
-        if self._held[cls] >= self.config.queue_packets:
-            c.queue_dropped += 1
-            return DROPPED
-        wait = flow.bucket.take(size, now, flow.max_delay)
-        if wait is None:
-            c.policed += 1
-            c.policed_bytes += size
-            return DROPPED
+        flow, wait = admitted
         delayed = self._delayed
         if wait == 0 and not (delayed and delayed[0][0] <= now):
+            cls = flow.cls
             ready = self._ready
             if not any(ready[i] for i in range(cls + 1)):
                 link = self._link
@@ -304,19 +265,47 @@ class Scheduler(Generic[P]):
                 else:
                     leaves = link.conforms(size, now)
                 if leaves:
+                    c = flow.counters
                     c.sent += 1
                     c.sent_bytes += size
                     return flow.tos
+        self._hold(packet, size, flow, wait, now)
+        return HELD
+
+    def _admit(self, size: int, stream: int, now: int) -> tuple[_Flow, int] | None:
+        """The checks and the policer of `enqueue`: (flow, ns to wait) or None (counted)."""
+        if now > self._now:
+            self._now = now
+        flow = self._flows.get(stream)
+        if flow is None:
+            self.unknown_stream += 1
+            return None
+        c = flow.counters
+        if size > flow.max_packet or size < 1:
+            c.oversize += 1
+            return None
+        if self._held[flow.cls] >= self.config.queue_packets:
+            c.queue_dropped += 1
+            return None
+        wait = flow.bucket.take(size, now, flow.max_delay)
+        if wait is None:
+            c.policed += 1
+            c.policed_bytes += size
+            return None
+        return flow, wait
+
+    def _hold(self, packet: P, size: int, flow: _Flow, wait: int, now: int) -> None:
+        """Queue an admitted packet: ready at once, or in the policer's hold for `wait` ns."""
+        delayed = self._delayed
         if delayed and delayed[0][0] <= now:
             self._promote(now)
         entry = (packet, size, flow, now)
         if wait:
-            c.delayed += 1
+            flow.counters.delayed += 1
             heapq.heappush(delayed, (now + wait, next(self._n), entry))
         else:
-            self._ready[cls].append(entry)
-        self._held[cls] += 1
-        return HELD
+            self._ready[flow.cls].append(entry)
+        self._held[flow.cls] += 1
 
     def dequeue(self, now: int) -> list[tuple[P, int]]:
         """Packets that may be sent at `now`, in order, each with its TOS byte."""
