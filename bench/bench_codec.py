@@ -2,7 +2,7 @@
 32-byte header alone with a precompiled `struct.Struct`.
 
 Runtime: ``decode(encode(message, ...))`` through `telepresence.wire`, for a 6-joint
-JointCommand with a gripper (96-byte datagram) and for a Telemetry (124 bytes), each in its own
+JointCommand with a gripper (96-byte datagram) and for a Telemetry (132 bytes), each in its own
 test. Baseline: ``HEADER.pack_into`` + ``HEADER.unpack_from`` of the same header. Operations are
 timed in batches of `BATCH` (a batch's mean is one sample, so the ~50 ns cost of reading the
 clock does not swamp the 0.2 µs floor); baseline and runtime blocks alternate (ABAB).
