@@ -272,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="sim-arm",
         help="driver plugin name (default: sim-arm; see `telepresence drivers`)",
     )
+    robot.add_argument(
+        "--bridge",
+        metavar="ENDPOINT",
+        help="with --driver bridge: the driver process's ZeroMQ endpoint, e.g. "
+        "ipc:///run/arm.sock (the same as --driver-config endpoint=ENDPOINT)",
+    )
     where = robot.add_mutually_exclusive_group()
     where.add_argument(
         "--listen",
@@ -508,9 +514,20 @@ def _control_server(
 
 
 def cmd_robot(args: argparse.Namespace) -> int:
-    driver = plugins.create_driver(
-        args.driver, options.key_values(args.driver_config, option="--driver-config")
-    )
+    config = options.key_values(args.driver_config, option="--driver-config")
+    if args.bridge is not None:
+        if args.driver != "bridge":
+            raise ConfigError(
+                f"--bridge {args.bridge} is for --driver bridge (an out-of-process driver), "
+                f"not --driver {args.driver}"
+            )
+        if config.get("endpoint", args.bridge) != args.bridge:
+            raise ConfigError(
+                f"--bridge {args.bridge} and --driver-config endpoint={config['endpoint']} "
+                "disagree: give one of them"
+            )
+        config["endpoint"] = args.bridge
+    driver = plugins.create_driver(args.driver, config)
     secure = None
     if args.insecure:
         print(INSECURE_WARNING, file=sys.stderr)

@@ -447,7 +447,7 @@ def test_robot_endpoint_drives_a_driver_process_end_to_end(server: Server, tmp_p
     cli = [sys.executable, "-m", "telepresence"]
     keys = Keys(tmp_path / "keys")
     robot_args = [
-        "robot", "--driver", "bridge", "--driver-config", f"endpoint={server.endpoint}",
+        "robot", "--driver", "bridge", "--bridge", server.endpoint,
         "--listen", f"127.0.0.1:{port}", "--duration", "3", "--json", str(out),
         *keys.robot_args(),
     ]  # fmt: skip

@@ -64,6 +64,15 @@ def test_duration_without_unit_is_refused() -> None:
     assert "needs a unit" in result.stderr
 
 
+def test_bridge_endpoint_is_for_the_bridge_driver_only() -> None:
+    result = run("robot", "--driver", "sim-arm", "--bridge", "ipc:///run/arm.sock")
+    assert result.returncode == 2
+    assert "--bridge ipc:///run/arm.sock is for --driver bridge" in result.stderr
+    result = run("robot", "--driver", "bridge", "--bridge", "ipc:///a.sock",
+                 "--driver-config", "endpoint=ipc:///b.sock")  # fmt: skip
+    assert result.returncode == 2 and "disagree" in result.stderr
+
+
 def test_bad_driver_config_names_the_option() -> None:
     result = run("robot", "--driver-config", "actuation_delay_ms=-3", "--duration", "1")
     assert result.returncode == 2
