@@ -93,15 +93,20 @@ async def _until_stdin_closes() -> None:
         loop.remove_reader(fd)
 
 
-async def serve_bare(sock: socket.socket) -> None:
+async def _serve_protocol(sock: socket.socket, protocol: Any) -> None:
+    """Serve `protocol` (a DatagramProtocol factory) on `sock` until stdin closes."""
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
-    transport, _ = await loop.create_datagram_endpoint(BareEcho, sock=sock)
+    transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
     print("ready", flush=True)
     try:
         await _until_stdin_closes()
     finally:
         transport.close()
+
+
+async def serve_bare(sock: socket.socket) -> None:
+    await _serve_protocol(sock, BareEcho)
 
 
 async def serve_aead_floor(sock: socket.socket, keys: Any) -> None:
@@ -129,14 +134,7 @@ async def serve_aead_floor(sock: socket.socket, keys: Any) -> None:
                           time.monotonic_ns())  # fmt: skip
             self.transport.sendto(header + encrypt(nonce(stream, seq), plain, header), addr)
 
-    loop = asyncio.get_running_loop()
-    sock.setblocking(False)
-    transport, _ = await loop.create_datagram_endpoint(Floor, sock=sock)
-    print("ready", flush=True)
-    try:
-        await _until_stdin_closes()
-    finally:
-        transport.close()
+    await _serve_protocol(sock, Floor)
 
 
 async def serve_runtime(sock: socket.socket) -> None:
