@@ -375,7 +375,7 @@ async def serve_receiver(sock: socket.socket, path: str, keys: Any) -> None:
             return {"received": counter.received, "accepted": counter.received}
         c = core.counters
         refused = c.malformed + c.duplicate + c.stale + c.dropped + c.rejected
-        refused += core.forged + core.unknown_session
+        refused += core.counters.forged + core.counters.unknown_session
         return {"received": c.received, "accepted": c.received - refused, "refused": refused,
                 "superseded": c.superseded, "handler_errors": udp.handler_errors}  # fmt: skip
 

@@ -495,17 +495,6 @@ class RobotCore:
         out, self._outbox = self._outbox, []
         return out
 
-    @property
-    def forged(self) -> int:
-        """Datagrams that failed authentication: `counters.forged` (kept for older readers)."""
-        return self.counters.forged
-
-    @property
-    def unknown_session(self) -> int:
-        """Sealed datagrams of sessions the control plane never opened:
-        `counters.unknown_session` (kept for older readers)."""
-        return self.counters.unknown_session
-
     def status(self) -> dict[str, Any]:
         """JSON-ready counters and state."""
         return {
