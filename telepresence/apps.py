@@ -165,7 +165,7 @@ async def serve_robot(
                 secure=secure is not None,
                 overhead=sender.overhead,
             )
-            sender.grant(grants_of(specs))
+            sender.grant(_reserve_own(control, specs))
 
         regrant()
         core.start(time.monotonic_ns())
@@ -233,6 +233,25 @@ async def serve_robot(
         "sender": {**sender.summary(), "send_dropped": sum(u.send_dropped for u in udps)},
         "control": None if control is None else control.status(),
     }
+
+
+def _reserve_own(control: ControlServer | None, specs: list[Any]) -> list[Grant]:
+    """The robot's own streams, entered in the control plane's downlink admission (so what
+    stations reserve ``down`` is admitted against what is left) and granted to its sender. A
+    stream that does not fit is still sent, on a local grant, and the refusal is logged: the
+    robot's state and telemetry are never silenced by a reservation."""
+    if control is None:
+        return grants_of(specs)
+    admission = control.state.admission["down"]
+    grants = []
+    for spec in specs:
+        result = admission.change(spec) if spec.stream in admission else admission.request(spec)
+        if isinstance(result, Grant):
+            grants.append(result)
+        else:
+            log.warning("the robot's own %s (downlink): %s", spec.label, result.message)
+            grants.append(local_grant(spec))
+    return grants
 
 
 def _sender(udps: list[UdpEndpoint], capacity_bps: float) -> PacedSender:

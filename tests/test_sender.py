@@ -216,3 +216,33 @@ def test_a_station_polices_its_commands_to_the_robots_grant() -> None:
     sent_bytes = summary["sender"]["streams"]["1"]["sent_bytes"]
     assert sent_bytes <= tight.burst_bytes + tight.rate_bps / 8 * (0.6 + 0.3)
     assert c["commands_sent"] < 0.5 * 500 * 0.6
+
+
+def test_the_robots_own_streams_hold_downlink_reservations(tmp_path: Any) -> None:
+    from helpers import Keys, control_server
+
+    from telepresence.control.lease import ControlLease
+    from telepresence.endpoint import SecureSessions
+
+    keys = Keys(tmp_path / "keys")
+    control = control_server(keys.robot_secret, keys.allowlist, tmp_path)
+    robot = RobotCore(
+        SimArm(), EndpointConfig(), clock=time.monotonic_ns,
+        secure=SecureSessions(ControlLease(2_000_000_000)),
+    )  # fmt: skip
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    status = aio.run(serve_robot(robot, sock=sock, duration=0.2, control=control))
+    down = control.state.admission["down"]
+    own = {g.stream: g for g in down.grants}
+    assert set(own) == {16, 17, 18, 19, 20}
+    streams = status["sender"]["streams"]
+    assert {int(s): v["rate_bps"] for s, v in streams.items()} == {
+        s: g.rate_bps for s, g in own.items()
+    }
+    # a station's downlink reservation is admitted against what is left, and told who holds it
+    ask = {"stream": 3, "traffic_class": "video", "burst_bytes": 24_000, "max_packet_bytes": 1200}
+    free = down.free_bps
+    refused = down.request_fields({**ask, "rate_bps": free + 1})
+    assert not refused.ok and "stream 16" in refused.message  # type: ignore[union-attr]
+    assert down.request_fields({**ask, "rate_bps": free}).ok
