@@ -244,5 +244,5 @@ def test_the_robots_own_streams_hold_downlink_reservations(tmp_path: Any) -> Non
     ask = {"stream": 3, "traffic_class": "video", "burst_bytes": 24_000, "max_packet_bytes": 1200}
     free = down.free_bps
     refused = down.request_fields({**ask, "rate_bps": free + 1})
-    assert not refused.ok and "stream 16" in refused.message  # type: ignore[union-attr]
+    assert not refused.ok and "stream 16" in refused.message
     assert down.request_fields({**ask, "rate_bps": free}).ok
