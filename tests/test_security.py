@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from helpers import fix_length, mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_wire import EXAMPLES, MESSAGES, PROTOCOL_MD, assert_same
+from test_wire import EXAMPLES, MESSAGES, PROTOCOL_MD, assert_same, doc_examples
 
 from robots.api import (
     BaseState,
@@ -231,14 +231,9 @@ def test_round_trip(mtype: MessageType, data: st.DataObject, fields: dict[str, i
 # ---------------------------------------------------------------------------------------------
 # The authenticated example in docs/protocol.md
 
-_AUTH_EXAMPLE = re.compile(
-    r"^Authenticated example: (\w+)[ \t]*\n\s*```hex[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL
-)
-
 
 def auth_examples() -> list[tuple[str, bytes]]:
-    text = PROTOCOL_MD.read_text(encoding="utf-8")
-    return [(name, bytes.fromhex(block)) for name, block in _AUTH_EXAMPLE.findall(text)]
+    return doc_examples("Authenticated example")
 
 
 def test_protocol_md_authenticated_example() -> None:

@@ -286,14 +286,14 @@ EXAMPLES: dict[str, tuple[Any, int, int, int]] = {
     ),
 }
 
-_EXAMPLE = re.compile(
-    r"^Example: (\w+)[ \t]*\n\s*```hex[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL
-)
 
-
-def doc_examples() -> list[tuple[str, bytes]]:
+def doc_examples(label: str = "Example") -> list[tuple[str, bytes]]:
+    """The hex blocks of docs/protocol.md introduced by ``<label>: NAME``, in order."""
+    pattern = re.compile(
+        rf"^{label}: (\w+)[ \t]*\n\s*```hex[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL
+    )
     text = PROTOCOL_MD.read_text(encoding="utf-8")
-    return [(name, bytes.fromhex(block)) for name, block in _EXAMPLE.findall(text)]
+    return [(name, bytes.fromhex(block)) for name, block in pattern.findall(text)]
 
 
 def test_protocol_md_has_exactly_one_example_per_message_type() -> None:
