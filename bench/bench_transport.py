@@ -9,11 +9,13 @@
    session's keys, derived in both processes from a fixed secret and session id, and the lease
    taken by that session; the client seals with the station's `Sealer`, the server opens, checks
    and echoes the command re-sealed with the robot's sealer, the client opens the echo with the
-   station's `Opener`). A fourth server, ``aead-floor``, measures what the AEAD alone costs: it
+   station's `Opener`). Two more servers, ``aead-floor``, measure what the AEAD alone costs: each
    unpacks the header, opens and re-seals the body with the same keys and nothing else, and its
    client seals a pre-encoded command body and opens the echo (header struct + AEAD only, no
-   message parsing or checks): the least any peer built on `cryptography` can do. Blocks of the
-   four alternate (bare, insecure, floor, secure, bare, ...).
+   message parsing or checks). ``floor`` uses the runtime's ChaCha20-Poly1305 (libsodium,
+   `telepresence.aead`), ``openssl-floor`` the `cryptography` one: the least a peer built on
+   each can do. Blocks of the five alternate (bare, insecure, floor, openssl-floor, secure,
+   bare, ...).
    Target: secure p50 <= 1.3x bare p50, the median over block quadruples of the per-block ratio.
    Reported beside it: p99, p99.9, every ratio (secure/bare, insecure/bare, secure/insecure),
    where the time goes per stage in situ ("cold": client stamps in the main run, server stamps
@@ -75,10 +77,10 @@ from benchkit import (
     run_abab,
     two_cpus,
 )
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from peers import robot_core
 
 from robots.api import JointCommand
+from telepresence.aead import cipher
 from telepresence.qos import TrafficClass
 from telepresence.security import SessionKeys, nonce
 from telepresence.streams import Stream
@@ -111,6 +113,8 @@ BLOCK = 1000  # round trips per block and side: 15k per side in all
 WARMUP = 1500
 STAGE_BLOCKS = 3  # blocks per side against the --stages twins
 P50_TARGET = 1.3
+FLOOR_BACKENDS = {"floor": "libsodium", "openssl-floor": "cryptography"}
+"""The aead-floor sides and the ChaCha20-Poly1305 of each (`telepresence.aead` backends)."""
 SECURE_OVER_INSECURE = 1.3
 """Security's own cost, enforced: measured 1.15-1.21x."""
 WARM_CALLS = 5000
@@ -214,7 +218,7 @@ def _sides(
     bare: tuple[str, int],
     plain: tuple[str, int],
     secure: tuple[str, int],
-    floor: tuple[str, int] | None = None,
+    floors: dict[str, tuple[str, int]] | None = None,
 ) -> dict[str, _Side]:
 
     command, keys = _command(), _keys()
@@ -236,13 +240,13 @@ def _sides(
         "insecure": _Side(plain, plain_pack, decode),
         "secure": _Side(secure, secure_pack, opener.open),
     }
-    if floor is not None:
-        sides["floor"] = _Side(floor, *_floor_codec(keys, command))
+    for name, address in (floors or {}).items():
+        sides[name] = _Side(address, *_floor_codec(keys, command, FLOOR_BACKENDS[name]))
     return sides
 
 
 def _floor_codec(
-    keys: SessionKeys, command: JointCommand
+    keys: SessionKeys, command: JointCommand, backend: str
 ) -> tuple[Callable[[int], bytes], Callable[[bytes], Any]]:
     """The aead-floor client: seal a pre-encoded body under a packed header, open the echo;
     the reply's check is the same as the others' (type and first position)."""
@@ -252,8 +256,8 @@ def _floor_codec(
     )  # fmt: skip
     magic, version, mtype, flags, stream, session, length, _, _, _ = HEADER.unpack(head)
     body = bytes(body)
-    encrypt = ChaCha20Poly1305(keys.station_to_robot).encrypt
-    decrypt = ChaCha20Poly1305(keys.robot_to_station).decrypt
+    seal_ = cipher(keys.station_to_robot, backend).seal
+    open_aead = cipher(keys.robot_to_station, backend).open
     pack, unpack, pack_nonce = HEADER.pack, HEADER.unpack_from, struct.Struct("<IQ").pack
     monotonic_ns = time.monotonic_ns
     echo = (_FloorReply(MessageType(mtype)), _FloorEcho(command.positions[0]))
@@ -261,11 +265,11 @@ def _floor_codec(
 
     def seal(seq: int) -> bytes:
         h = pack(magic, version, mtype, flags, stream, session, length, 0, seq, monotonic_ns())
-        return h + encrypt(pack_nonce(stream, seq), body, h)
+        return seal_(pack_nonce(stream, seq), h, body)
 
     def open_(reply: bytes) -> Any:
         f = unpack(reply)
-        plain = decrypt(pack_nonce(f[4], f[8]), reply[32:], reply[:32])
+        plain = open_aead(pack_nonce(f[4], f[8]), reply, 32)
         return echo if plain == body and f[2] == mtype else wrong
 
     return seal, open_
@@ -315,20 +319,23 @@ def _warm_costs() -> dict[str, float]:
         "decode": each(decode, plain),
     }
     # Inside open and seal: header parse / body parse around the AEAD call itself.
-    aead = ChaCha20Poly1305(keys.robot_to_station)
     nonce_ = nonce(1, 1)
-    body = aead.decrypt(nonce_, echo[HEADER_SIZE:], echo[:HEADER_SIZE])
     sealed_parts = {"session": SESSION, "send_time_ns": 0, "flags": FLAG_AUTHENTICATED,
                     "trailer": AUTH_TAG_SIZE, "stream": 1}  # fmt: skip
     head, plain_body = encode_parts(command, seq=1, **sealed_parts)
-    echoes, bodies = [echo] * n, [body] * n
+    echoes = [echo] * n
     out["open.header_parse"] = each(lambda d: Header.parse(d, FLAG_AUTHENTICATED), echoes)
-    out["open.aead_decrypt"] = each(
-        lambda d: aead.decrypt(nonce_, d[HEADER_SIZE:], d[:HEADER_SIZE]), echoes
-    )
-    out["open.decode_body"] = each(lambda b: decode_body(MessageType.JOINT_COMMAND, b), bodies)
+    for backend in FLOOR_BACKENDS.values():
+        aead = cipher(keys.robot_to_station, backend)
+        out[f"open.aead[{backend}]"] = each(
+            lambda d, a=aead: a.open(nonce_, d, HEADER_SIZE), echoes
+        )
+        out[f"seal.aead[{backend}]"] = each(
+            lambda _, a=aead: a.seal(nonce_, head, plain_body), seqs
+        )
+    body = cipher(keys.robot_to_station).open(nonce_, echo, HEADER_SIZE)
+    out["open.decode_body"] = each(lambda b: decode_body(MessageType.JOINT_COMMAND, b), [body] * n)
     out["seal.encode_parts"] = each(lambda s: encode_parts(command, seq=s, **sealed_parts), seqs)
-    out["seal.aead_encrypt"] = each(lambda _: aead.encrypt(nonce_, plain_body, head), seqs)
     secure_core, plain_core = robot_core(keys), robot_core(None)
     out["receive_datagram_secure"] = each(lambda d: secure_core.receive_datagram(d, addr, 0),
                                           sealed)  # fmt: skip
@@ -378,15 +385,17 @@ def echo_servers() -> Iterator[tuple[dict[str, tuple[str, int]], int | None, int
         Peer("bare", cpu=peer_cpu) as bare,
         Peer("runtime", cpu=peer_cpu) as plain,
         Peer("secure", cpu=peer_cpu, args=KEY_ARGS) as secure,
-        Peer("aead-floor", cpu=peer_cpu, args=KEY_ARGS) as floor,
+        Peer("aead-floor", cpu=peer_cpu, args=[*KEY_ARGS, "--aead", "libsodium"]) as floor,
+        Peer("aead-floor", cpu=peer_cpu, args=[*KEY_ARGS, "--aead", "cryptography"]) as ossl,
     ):
         yield (
             {"bare": bare.address, "insecure": plain.address, "secure": secure.address,
-             "floor": floor.address},
+             "floor": floor.address, "openssl-floor": ossl.address},
             client_cpu,
             peer_cpu,
         )  # fmt: skip
         assert floor.close() == 0, "the aead-floor echo server failed"
+        assert ossl.close() == 0, "the aead-floor (cryptography) echo server failed"
         assert secure.close() == 0, "the secure echo server reported errors"
         assert plain.close() == 0, "the insecure echo server reported handler errors"
         assert bare.close() == 0
@@ -394,15 +403,16 @@ def echo_servers() -> Iterator[tuple[dict[str, tuple[str, int]], int | None, int
 
 def test_secure_round_trip_vs_insecure_and_bare(benchmark, echo_servers) -> None:  # type: ignore[no-untyped-def]
     addresses, client_cpu, peer_cpu = echo_servers
-    sides = _sides(
-        addresses["bare"], addresses["insecure"], addresses["secure"], addresses["floor"]
-    )
-    bare, plain, secure, floor = (sides[k] for k in ("bare", "insecure", "secure", "floor"))
+    floors = {name: addresses[name] for name in FLOOR_BACKENDS}
+    sides = _sides(addresses["bare"], addresses["insecure"], addresses["secure"], floors)
+    bare, plain, secure = (sides[k] for k in ("bare", "insecure", "secure"))
+    floor, ossl = sides["floor"], sides["openssl-floor"]
 
     def baselines() -> None:
         bare.block()
         plain.block()
         floor.block()
+        ossl.block()
 
     try:
         with pinned(client_cpu):
@@ -418,7 +428,8 @@ def test_secure_round_trip_vs_insecure_and_bare(benchmark, echo_servers) -> None
     pooled = {name: percentiles_us(np.concatenate(s.blocks)) for name, s in sides.items()}
     names = {"secure/bare": ("secure", "bare"), "insecure/bare": ("insecure", "bare"),
              "secure/insecure": ("secure", "insecure"), "floor/bare": ("floor", "bare"),
-             "secure/floor": ("secure", "floor")}  # fmt: skip
+             "secure/floor": ("secure", "floor"), "openssl-floor/bare": ("openssl-floor", "bare"),
+             "openssl-floor/floor": ("openssl-floor", "floor")}  # fmt: skip
     block_median = {
         pair: {f"p{q:g}": block_ratio(sides[a].blocks, sides[b].blocks, q) for q in (50, 99)}
         for pair, (a, b) in names.items()
@@ -436,6 +447,7 @@ def test_secure_round_trip_vs_insecure_and_bare(benchmark, echo_servers) -> None
             "insecure": len(plain.pack(1 << 40)),
             "secure": secure.reply_bytes,
             "floor": floor.reply_bytes,
+            "openssl-floor": ossl.reply_bytes,
         },
         blocks=BLOCKS,
         round_trips_per_block=BLOCK,
@@ -458,6 +470,7 @@ def test_secure_round_trip_vs_insecure_and_bare(benchmark, echo_servers) -> None
         f"\nround trip µs  bare     {pooled['bare']}"
         f"\n               insecure {pooled['insecure']}"
         f"\n               floor    {pooled['floor']}"
+        f"\n         openssl-floor  {pooled['openssl-floor']}"
         f"\n               secure   {pooled['secure']}\n  block-median ratios {block_median}"
         f"\n  pooled ratios {pooled_ratio}\n  p50 gaps µs {gap_p50_us}"
         f"\n  in situ p50 µs: client {cli}\n                  server {srv}"

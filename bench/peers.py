@@ -3,7 +3,7 @@ benchmark process gets one core, the peer the other).
 
     python bench/peers.py {bare,runtime,sink,forward} FD [--to HOST:PORT] [--cpu N]
     python bench/peers.py {secure,runtime-stages} FD [--secret HEX --session N] [--stages]
-    python bench/peers.py aead-floor FD --secret HEX --session N
+    python bench/peers.py aead-floor FD --secret HEX --session N [--aead BACKEND]
     python bench/peers.py receiver FD --path {bare,plain,secure} [--secret HEX --session N]
     python bench/peers.py blaster FD --to HOST:PORT --bulk BIT/S [--video BIT/S]
 
@@ -31,12 +31,13 @@ reaches EOF (the parent closed it or died), so a crashed benchmark never leaves 
   the lease taken by that session; the echo is the checked command re-sealed with the robot's
   `Sealer` under its own sequence numbers. With ``--stages`` it also times each stage of the
   server's path (see `_Stages`) and prints their percentiles as one JSON line at exit.
-- ``aead-floor``: the least any Python peer sealing with `cryptography` can do per datagram,
+- ``aead-floor``: the least any Python peer can do per sealed datagram with a given
+  ChaCha20-Poly1305 (``--aead``: a backend of `telepresence.aead`, default the runtime's own),
   for `bench_transport.py`: a bare uvloop `DatagramProtocol` that unpacks the 32-byte header
-  (one precompiled `struct` call), opens the body with the station's key (the session's
-  ChaCha20-Poly1305, header as associated data), and echoes the plaintext sealed with the
-  robot's key under its own sequence numbers: the AEAD work of ``secure`` without the
-  runtime (no message parsing, checks, numpy arrays or sequence window).
+  (one precompiled `struct` call), opens the body with the station's key (header as associated
+  data), and echoes the plaintext sealed with the robot's key under its own sequence numbers:
+  the AEAD work of ``secure`` without the runtime (no message parsing, checks, numpy arrays or
+  sequence window).
 - ``runtime-stages``: ``runtime``'s echo with ``--stages`` timing (the insecure counterpart of
   ``secure --stages``, so that both profiles come from the same code).
 - ``receiver``: how many datagrams a receive path takes per second, for `bench_transport.py`:
@@ -109,15 +110,14 @@ async def serve_bare(sock: socket.socket) -> None:
     await _serve_protocol(sock, BareEcho)
 
 
-async def serve_aead_floor(sock: socket.socket, keys: Any) -> None:
+async def serve_aead_floor(sock: socket.socket, keys: Any, backend: str | None) -> None:
     import struct
 
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
+    from telepresence.aead import cipher
     from telepresence.wire.header import HEADER
 
-    decrypt = ChaCha20Poly1305(keys.station_to_robot).decrypt
-    encrypt = ChaCha20Poly1305(keys.robot_to_station).encrypt
+    open_ = cipher(keys.station_to_robot, backend).open
+    seal = cipher(keys.robot_to_station, backend).seal
     unpack, pack, nonce = HEADER.unpack_from, HEADER.pack, struct.Struct("<IQ").pack
     seq = 0
 
@@ -128,11 +128,13 @@ async def serve_aead_floor(sock: socket.socket, keys: Any) -> None:
         def datagram_received(self, data: bytes, addr: Any) -> None:
             nonlocal seq
             magic, version, mtype, flags, stream, session, length, _, sq, _ = unpack(data)
-            plain = decrypt(nonce(stream, sq), data[32:], data[:32])
+            plain = open_(nonce(stream, sq), data, 32)
+            if plain is None:
+                raise ValueError(f"datagram {sq} does not verify")
             seq += 1
             header = pack(magic, version, mtype, flags, stream, session, length, 0, seq,
                           time.monotonic_ns())  # fmt: skip
-            self.transport.sendto(header + encrypt(nonce(stream, seq), plain, header), addr)
+            self.transport.sendto(seal(nonce(stream, seq), header, plain), addr)
 
     await _serve_protocol(sock, Floor)
 
@@ -456,6 +458,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--secret", help="session secret, 64 hex digits (secure paths)")
     parser.add_argument("--session", type=int, help="session id (secure paths)")
     parser.add_argument("--stages", action="store_true", help="time the echo's stages")
+    parser.add_argument("--aead", help="aead-floor's ChaCha20-Poly1305 (telepresence.aead)")
     parser.add_argument("--path", choices=("bare", "plain", "secure"), help="receiver path")
     parser.add_argument("--bulk", type=float, default=0.0, help="blaster bulk bit/s")
     parser.add_argument("--video", type=float, default=0.0, help="blaster AF41 video bit/s")
@@ -487,7 +490,7 @@ def main(argv: list[str]) -> int:
             parser.error(f"{mode} needs --secret HEX and --session N")
         keys = _session_keys(args.secret, args.session)
     if mode == "aead-floor":
-        serve: Any = serve_aead_floor(sock, keys)
+        serve: Any = serve_aead_floor(sock, keys, args.aead)
     elif mode in ("secure", "runtime-stages"):
         serve = serve_echo(sock, keys, args.stages or mode == "runtime-stages")
     elif mode == "receiver":

@@ -27,11 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from telepresence.aead import cipher
 from telepresence.exceptions import (
     AuthenticationError,
     ConfigError,
@@ -189,7 +188,7 @@ class Sealer:
     sequence numbers in a session needs new keys (a new session secret).
     """
 
-    __slots__ = ("_encrypt", "_last", "session")
+    __slots__ = ("_last", "_seal", "session")
 
     def __init__(self, key: bytes, session: int) -> None:
         if not isinstance(key, bytes) or len(key) != KEY_SIZE:
@@ -197,7 +196,7 @@ class Sealer:
         _check_session(session)
         self.session = session
         """The session id every datagram sealed here carries."""
-        self._encrypt = ChaCha20Poly1305(key).encrypt
+        self._seal = cipher(key).seal
         self._last: dict[int, int] = {}
 
     def seal(self, message: object, *, stream: int, seq: int, send_time_ns: int) -> bytes:
@@ -218,7 +217,7 @@ class Sealer:
                 "its nonce would repeat (restarting sequence numbers needs a new session secret)"
             )
         self._last[stream] = seq
-        return header + self._encrypt(_pack_nonce(stream, seq), body, header)
+        return self._seal(_pack_nonce(stream, seq), header, body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +250,7 @@ class Opener:
     that opened (so only authenticated sequence numbers ever move it).
     """
 
-    __slots__ = ("_decrypt", "session")
+    __slots__ = ("_open", "session")
 
     def __init__(self, key: bytes, session: int) -> None:
         if not isinstance(key, bytes) or len(key) != KEY_SIZE:
@@ -259,7 +258,7 @@ class Opener:
         _check_session(session)
         self.session = session
         """The session whose datagrams this opener takes."""
-        self._decrypt = ChaCha20Poly1305(key).decrypt
+        self._open = cipher(key).open
 
     def unseal(self, data: Buffer) -> tuple[Header, bytes]:
         """Check the header and the session, verify and decrypt: the header and the plaintext
@@ -284,12 +283,9 @@ class Opener:
                 f"session {header.session:08x} is not this opener's ({self.session:08x})",
                 header.session,
             )
-        try:
-            plain: bytes = self._decrypt(
-                _pack_nonce(header.stream, header.seq), data[HEADER_SIZE:], data[:HEADER_SIZE]
-            )
-        except InvalidTag:
-            raise _forged(header) from None
+        plain = self._open(_pack_nonce(header.stream, header.seq), data, HEADER_SIZE)
+        if plain is None:
+            raise _forged(header)
         return plain
 
     def open(self, data: Buffer) -> Datagram:

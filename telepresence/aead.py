@@ -1,0 +1,181 @@
+"""ChaCha20-Poly1305 for the data plane: the IETF construction of RFC 8439 (32-byte key, 12-byte
+nonce, 16-byte tag after the ciphertext), with a datagram's header as the associated data.
+
+Two implementations of the same function, byte for byte (tests/test_aead.py checks one against
+the other and against RFC 8439's vector):
+
+- ``libsodium``: ``crypto_aead_chacha20poly1305_ietf_encrypt``/``_decrypt`` of the libsodium
+  that PyNaCl ships compiled in, called through PyNaCl's cffi module with the output buffer
+  allocated once per key. It is the default when it loads.
+- ``cryptography``: ``cryptography``'s ``ChaCha20Poly1305`` (OpenSSL). The fallback.
+
+Both cost about 1 µs per call in a warm loop, but not between datagrams. A robot or a station
+waits in the kernel between two datagrams, so each datagram meets cold caches. In the
+round-trip benchmark (docs/benchmarks.md §5), four OpenSSL calls per round trip cost 14-18 µs,
+while libsodium's four cost 5-7 µs. OpenSSL's path reaches the cipher through a provider
+context that is copied, parameterised and freed on every call; libsodium's is one C function.
+PyNaCl's public wrappers (``nacl.bindings``) check arguments and allocate in Python: 3 µs warm,
+slower than OpenSSL. So the binding is used directly. It is not part of PyNaCl's documented
+API, so if it is missing or changes shape the ``cryptography`` cipher takes over, with a
+warning. Same bytes, only slower.
+
+A cipher is used from one thread at a time: its output buffer is reused (`Sealer` and `Opener`
+hold one each, and the event loop that owns them is their only user).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "KEY_SIZE", "NONCE_SIZE", "TAG_SIZE", "Cipher", "cipher"]
+
+log = logging.getLogger(__name__)
+
+KEY_SIZE = 32
+NONCE_SIZE = 12
+TAG_SIZE = 16
+MAX_PLAINTEXT = 65536
+"""Largest plaintext a cipher seals or opens (a UDP datagram carries at most 65507 bytes)."""
+MAX_HEADER = 1024
+"""Largest associated data `Cipher.seal` takes (a datagram header is 32 bytes)."""
+
+
+class Cipher(Protocol):
+    """One key's ChaCha20-Poly1305, sealing and opening whole datagrams."""
+
+    backend: str
+
+    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray) -> bytes:
+        """``header | ciphertext of body | tag``, the header being the associated data."""
+        ...
+
+    def open(self, nonce: bytes, data: bytes, split: int) -> bytes | None:
+        """The plaintext of ``data[split:]`` (ciphertext | tag) with ``data[:split]`` as the
+        associated data; None when the tag does not verify or the body is shorter than a tag."""
+        ...
+
+
+def _too_long(n: int) -> ValueError:
+    return ValueError(f"{n}-byte plaintext is longer than the {MAX_PLAINTEXT} bytes a cipher takes")
+
+
+class _CryptographyCipher:
+    __slots__ = ("_decrypt", "_encrypt")
+    backend = "cryptography"
+
+    def __init__(self, key: bytes) -> None:
+        aead = ChaCha20Poly1305(key)
+        self._encrypt, self._decrypt = aead.encrypt, aead.decrypt
+
+    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray) -> bytes:
+        if len(body) > MAX_PLAINTEXT:
+            raise _too_long(len(body))
+        return header + self._encrypt(nonce, body, header)
+
+    def open(self, nonce: bytes, data: bytes, split: int) -> bytes | None:
+        try:
+            plain: bytes = self._decrypt(nonce, data[split:], data[:split])
+        except InvalidTag:
+            return None
+        return plain
+
+
+class _SodiumCipher:
+    __slots__ = ("_buffer", "_key", "_out")
+    backend = "libsodium"
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        # header + plaintext + tag of the longest datagram; opened plaintext is written at 0.
+        self._out = _ffi.new("unsigned char[]", MAX_HEADER + MAX_PLAINTEXT + TAG_SIZE)
+        self._buffer = _ffi.buffer(self._out)
+
+    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray) -> bytes:
+        n, h = len(body), len(header)
+        if n > MAX_PLAINTEXT or h > MAX_HEADER:
+            raise (
+                _too_long(n) if n > MAX_PLAINTEXT else ValueError(f"{h}-byte header > {MAX_HEADER}")
+            )
+        out = self._out
+        _memmove(out, header, h)
+        # The body is passed as a Python buffer (a bytearray is not a C pointer to cffi).
+        _encrypt(out + h, _NULL, _from_buffer(body) if type(body) is not bytes else body, n,
+                 header, h, _NULL, nonce, self._key)  # fmt: skip
+        sealed: bytes = self._buffer[: h + n + TAG_SIZE]
+        return sealed
+
+    def open(self, nonce: bytes, data: bytes, split: int) -> bytes | None:
+        n = len(data) - split - TAG_SIZE
+        if n < 0:
+            return None
+        if n > MAX_PLAINTEXT:
+            raise _too_long(n)
+        ciphertext = data[split:]
+        if _decrypt(self._out, _NULL, _NULL, ciphertext, n + TAG_SIZE, data[:split], split,
+                    nonce, self._key) != 0:  # fmt: skip
+            return None
+        plain: bytes = self._buffer[:n]
+        return plain
+
+
+def _load_sodium() -> tuple[Any, Any] | str:
+    """PyNaCl's cffi module (ffi, lib), or why it cannot be used."""
+    try:
+        module = importlib.import_module("nacl._sodium")
+        ffi, lib = module.ffi, module.lib
+        for name in ("crypto_aead_chacha20poly1305_ietf_encrypt",
+                     "crypto_aead_chacha20poly1305_ietf_decrypt", "sodium_init"):  # fmt: skip
+            getattr(lib, name)
+        if lib.sodium_init() < 0:
+            return "sodium_init() failed"
+        if lib.crypto_aead_chacha20poly1305_ietf_abytes() != TAG_SIZE:
+            return "unexpected tag size"
+    except Exception as exc:  # an ImportError, or a binding of another shape
+        return f"{type(exc).__name__}: {exc}"
+    return ffi, lib
+
+
+_sodium = _load_sodium()
+BACKENDS: dict[str, Callable[[bytes], Cipher]] = {"cryptography": _CryptographyCipher}
+"""The ChaCha20-Poly1305 implementations that loaded, by name."""
+if isinstance(_sodium, tuple):
+    _ffi, _lib = _sodium
+    _NULL = _ffi.NULL
+    _memmove, _from_buffer = _ffi.memmove, _ffi.from_buffer
+    _encrypt = _lib.crypto_aead_chacha20poly1305_ietf_encrypt
+    _decrypt = _lib.crypto_aead_chacha20poly1305_ietf_decrypt
+    BACKENDS = {"libsodium": _SodiumCipher, **BACKENDS}
+    SODIUM_UNAVAILABLE: str | None = None
+else:
+    SODIUM_UNAVAILABLE = _sodium
+    log.warning(
+        "libsodium through PyNaCl is unavailable (%s): the data plane uses cryptography's "
+        "ChaCha20-Poly1305 (same bytes, ~10 µs more per secure round trip)",
+        _sodium,
+    )
+DEFAULT_BACKEND = next(iter(BACKENDS))
+"""``libsodium`` when it loaded, else ``cryptography``."""
+
+
+def cipher(key: bytes, backend: str | None = None) -> Cipher:
+    """A ChaCha20-Poly1305 cipher for `key` (32 bytes), from `backend` (default: `DEFAULT_BACKEND`).
+
+    Raises `ValueError` for a key of the wrong size or a backend that is not in `BACKENDS`.
+    """
+    if not isinstance(key, bytes) or len(key) != KEY_SIZE:
+        raise ValueError(f"a ChaCha20-Poly1305 key is {KEY_SIZE} bytes")
+    name = backend or DEFAULT_BACKEND
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        why = f" (libsodium: {SODIUM_UNAVAILABLE})" if SODIUM_UNAVAILABLE else ""
+        raise ValueError(
+            f"unknown AEAD backend {name!r}; available: {', '.join(BACKENDS)}{why}"
+        ) from None
+    return factory(key)
