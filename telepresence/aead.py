@@ -50,8 +50,16 @@ class Cipher(Protocol):
     """One key's ChaCha20-Poly1305, sealing and opening whole datagrams."""
 
     backend: str
+    buffer: Any
+    """The cipher's own writable buffer (`MAX_HEADER` + `MAX_PLAINTEXT` + `TAG_SIZE` bytes, slice
+    assignment of bytes and ``struct.pack_into`` work on it): a datagram encoded here, header then
+    plaintext body, is sealed in place by `seal_buffer`."""
 
-    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray) -> bytes:
+    def seal_buffer(self, nonce: bytes, header_size: int, body_size: int) -> bytes:
+        """`seal` of the header and body that `buffer` holds: ``header | ciphertext | tag``."""
+        ...
+
+    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray | memoryview) -> bytes:
         """``header | ciphertext of body | tag``, the header being the associated data."""
         ...
 
@@ -65,15 +73,30 @@ def _too_long(n: int) -> ValueError:
     return ValueError(f"{n}-byte plaintext is longer than the {MAX_PLAINTEXT} bytes a cipher takes")
 
 
+def _check_sizes(header_size: int, body_size: int) -> None:
+    if not 0 <= header_size <= MAX_HEADER or not 0 <= body_size <= MAX_PLAINTEXT:
+        raise ValueError(
+            f"{header_size}-byte header and {body_size}-byte body: at most {MAX_HEADER} and "
+            f"{MAX_PLAINTEXT}"
+        )
+
+
 class _CryptographyCipher:
-    __slots__ = ("_decrypt", "_encrypt")
+    __slots__ = ("_decrypt", "_encrypt", "buffer")
     backend = "cryptography"
 
     def __init__(self, key: bytes) -> None:
         aead = ChaCha20Poly1305(key)
         self._encrypt, self._decrypt = aead.encrypt, aead.decrypt
+        self.buffer = bytearray(MAX_HEADER + MAX_PLAINTEXT + TAG_SIZE)
 
-    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray) -> bytes:
+    def seal_buffer(self, nonce: bytes, header_size: int, body_size: int) -> bytes:
+        _check_sizes(header_size, body_size)
+        view = memoryview(self.buffer)
+        return self.seal(nonce, bytes(view[:header_size]),
+                         view[header_size : header_size + body_size])  # fmt: skip
+
+    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray | memoryview) -> bytes:
         if len(body) > MAX_PLAINTEXT:
             raise _too_long(len(body))
         return header + self._encrypt(nonce, body, header)
@@ -87,16 +110,26 @@ class _CryptographyCipher:
 
 
 class _SodiumCipher:
-    __slots__ = ("_buffer", "_key", "_out")
+    __slots__ = ("_key", "_out", "buffer")
     backend = "libsodium"
 
     def __init__(self, key: bytes) -> None:
         self._key = key
         # header + plaintext + tag of the longest datagram; opened plaintext is written at 0.
         self._out = _ffi.new("unsigned char[]", MAX_HEADER + MAX_PLAINTEXT + TAG_SIZE)
-        self._buffer = _ffi.buffer(self._out)
+        self.buffer = _ffi.buffer(self._out)
 
-    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray) -> bytes:
+    def seal_buffer(self, nonce: bytes, header_size: int, body_size: int) -> bytes:
+        if not (0 <= header_size <= MAX_HEADER and 0 <= body_size <= MAX_PLAINTEXT):
+            _check_sizes(header_size, body_size)
+        out = self._out
+        body = out + header_size
+        # In place: libsodium's ChaCha20 XORs block by block, and the tag follows the body.
+        _encrypt(body, _NULL, body, body_size, out, header_size, _NULL, nonce, self._key)
+        sealed: bytes = self.buffer[: header_size + body_size + TAG_SIZE]
+        return sealed
+
+    def seal(self, nonce: bytes, header: bytes, body: bytes | bytearray | memoryview) -> bytes:
         n, h = len(body), len(header)
         if n > MAX_PLAINTEXT or h > MAX_HEADER:
             raise (
@@ -107,7 +140,7 @@ class _SodiumCipher:
         # The body is passed as a Python buffer (a bytearray is not a C pointer to cffi).
         _encrypt(out + h, _NULL, _from_buffer(body) if type(body) is not bytes else body, n,
                  header, h, _NULL, nonce, self._key)  # fmt: skip
-        sealed: bytes = self._buffer[: h + n + TAG_SIZE]
+        sealed: bytes = self.buffer[: h + n + TAG_SIZE]
         return sealed
 
     def open(self, nonce: bytes, data: bytes, split: int) -> bytes | None:
@@ -116,11 +149,11 @@ class _SodiumCipher:
             return None
         if n > MAX_PLAINTEXT:
             raise _too_long(n)
-        ciphertext = data[split:]
-        if _decrypt(self._out, _NULL, _NULL, ciphertext, n + TAG_SIZE, data[:split], split,
-                    nonce, self._key) != 0:  # fmt: skip
+        # The associated data is the start of `data`: passed as it is, with its length.
+        if _decrypt(self._out, _NULL, _NULL, data[split:], n + TAG_SIZE, data, split, nonce,
+                    self._key) != 0:  # fmt: skip
             return None
-        plain: bytes = self._buffer[:n]
+        plain: bytes = self.buffer[:n]
         return plain
 
 

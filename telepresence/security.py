@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,12 +42,16 @@ from telepresence.wire import (
     AUTH_TAG_SIZE,
     FLAG_AUTHENTICATED,
     HEADER_SIZE,
+    MAGIC,
+    VERSION,
     Datagram,
     Header,
     Role,
     decode_body,
-    encode_parts,
+    encode_into,
 )
+from telepresence.wire.codec import _FUSED_CLASSES, _encode_joints_into
+from telepresence.wire.header import _TYPE_OF, HEADER
 
 __all__ = [
     "INFO_ROBOT_TO_STATION",
@@ -82,8 +86,14 @@ _SESSION = struct.Struct("<I")
 _NONCE = struct.Struct("<IQ")
 _pack_nonce = _NONCE.pack
 _parse_header = Header.parse
+_unpack_header = HEADER.unpack_from
+_type_of = _TYPE_OF.get
+_decode_body = decode_body
+_encode_into = encode_into
+_fused_type = _FUSED_CLASSES.get
 _new_tuple = tuple.__new__  # a Datagram without NamedTuple's Python-level __new__
 _TAG = AUTH_TAG_SIZE
+_MIN_SEALED = HEADER_SIZE + AUTH_TAG_SIZE
 
 Buffer = bytes | bytearray | memoryview
 
@@ -188,7 +198,7 @@ class Sealer:
     sequence numbers in a session needs new keys (a new session secret).
     """
 
-    __slots__ = ("_last", "_seal", "session")
+    __slots__ = ("_cipher", "_last", "session")
 
     def __init__(self, key: bytes, session: int) -> None:
         if not isinstance(key, bytes) or len(key) != KEY_SIZE:
@@ -196,7 +206,7 @@ class Sealer:
         _check_session(session)
         self.session = session
         """The session id every datagram sealed here carries."""
-        self._seal = cipher(key).seal
+        self._cipher = cipher(key)
         self._last: dict[int, int] = {}
 
     def seal(self, message: object, *, stream: int, seq: int, send_time_ns: int) -> bytes:
@@ -206,10 +216,17 @@ class Sealer:
         Raises `LocalProtocolError` for what `encode` cannot carry, and for a `seq` not higher
         than the last one sealed on `stream`.
         """
-        header, body = encode_parts(
-            message, stream=stream, session=self.session, seq=seq, send_time_ns=send_time_ns,
-            flags=FLAG_AUTHENTICATED, trailer=_TAG,
+        cipher = self._cipher
+        kind = _fused_type(type(message))  # a joint message: straight to the fused layout
+        size = None if kind is None else _encode_joints_into(
+            cipher.buffer, message, kind, stream, self.session, seq, send_time_ns,
+            FLAG_AUTHENTICATED, _TAG,
         )  # fmt: skip
+        if size is None:
+            size = _encode_into(
+                cipher.buffer, message, stream=stream, session=self.session, seq=seq,
+                send_time_ns=send_time_ns, flags=FLAG_AUTHENTICATED, trailer=_TAG,
+            )  # fmt: skip
         last = self._last.get(stream, 0)
         if seq <= last:
             raise LocalProtocolError(
@@ -217,7 +234,7 @@ class Sealer:
                 "its nonce would repeat (restarting sequence numbers needs a new session secret)"
             )
         self._last[stream] = seq
-        return self._seal(_pack_nonce(stream, seq), header, body)
+        return cipher.seal_buffer(_pack_nonce(stream, seq), HEADER_SIZE, size - HEADER_SIZE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,7 +267,7 @@ class Opener:
     that opened (so only authenticated sequence numbers ever move it).
     """
 
-    __slots__ = ("_open", "session")
+    __slots__ = ("_open", "_own", "session")
 
     def __init__(self, key: bytes, session: int) -> None:
         if not isinstance(key, bytes) or len(key) != KEY_SIZE:
@@ -259,6 +276,7 @@ class Opener:
         self.session = session
         """The session whose datagrams this opener takes."""
         self._open = cipher(key).open
+        self._own = {session: self}.get
 
     def unseal(self, data: Buffer) -> tuple[Header, bytes]:
         """Check the header and the session, verify and decrypt: the header and the plaintext
@@ -295,8 +313,40 @@ class Opener:
         holder can have sent). Arrays in the message are read-only views of the decrypted
         plaintext (a fresh bytes object), never of `data`.
         """
+        if type(data) is not bytes:
+            data = _as_bytes(data)
+        opened = _open_well_formed(data, self._own)
+        if opened is not None:
+            return opened
         header, plain = self.unseal(data)
-        return _new_tuple(Datagram, (header, decode_body(header.type, plain)))
+        return _new_tuple(Datagram, (header, _decode_body(header.type, plain)))
+
+
+def _open_well_formed(data: bytes, opener_of: Callable[[int], Opener | None]) -> Datagram | None:
+    """`open_datagram` of a datagram whose header is well formed and whose session has an
+    opener (`opener_of`), in one pass; None for anything else, which the callers hand to the
+    general path (`Header.parse`, `Opener.unseal`) that words the error. The checks are
+    `Header.parse`'s, in the same order of precedence."""
+    size = len(data)
+    if size < _MIN_SEALED:
+        return None
+    magic, version, mtype, flags, stream, session, length, reserved, seq, sent = _unpack_header(
+        data
+    )
+    kind = _type_of(mtype)
+    if (
+        kind is None or magic != MAGIC or version != VERSION or flags != FLAG_AUTHENTICATED
+        or reserved or length + HEADER_SIZE != size
+    ):  # fmt: skip
+        return None
+    opener = opener_of(session)
+    if opener is None:
+        return None
+    header = _new_tuple(Header, (kind, stream, session, seq, sent, flags))
+    plain = opener._open(_pack_nonce(stream, seq), data, HEADER_SIZE)
+    if plain is None:
+        raise _forged(header)
+    return _new_tuple(Datagram, (header, _decode_body(kind, plain)))
 
 
 def open_datagram(data: Buffer, openers: Mapping[int, Opener]) -> Datagram:
@@ -305,6 +355,9 @@ def open_datagram(data: Buffer, openers: Mapping[int, Opener]) -> Datagram:
     `UnknownSessionError` when `openers` has no opener for the session."""
     if type(data) is not bytes:
         data = _as_bytes(data)
+    opened = _open_well_formed(data, openers.get)
+    if opened is not None:
+        return opened
     header, length = _parse_header(data, FLAG_AUTHENTICATED)
     opener = openers.get(header.session)
     if opener is None:

@@ -108,10 +108,15 @@ def _write(
     session: int,
     seq: int,
     send_time_ns: int,
+    flags: int = 0,
+    trailer: int = 0,
 ) -> None:
     mtype, _, pack_body = encoder
     try:
-        _pack_header(buf, 0, MAGIC, VERSION, mtype, 0, stream, session, body, 0, seq, send_time_ns)
+        _pack_header(
+            buf, 0, MAGIC, VERSION, mtype, flags, stream, session, body + trailer, 0, seq,
+            send_time_ns,
+        )  # fmt: skip
         pack_body(message, buf, HEADER_SIZE)
     except LocalProtocolError:
         raise
@@ -132,26 +137,40 @@ def _body_size(message: object, size: Callable[[Any], int]) -> int:
 
 
 def encode_into(
-    buf: bytearray | memoryview,
+    buf: Any,
     message: object,
     *,
     stream: int,
     session: int,
     seq: int,
     send_time_ns: int,
+    flags: int = 0,
+    trailer: int = 0,
 ) -> int:
     """Write one datagram at the start of `buf` and return its length.
 
-    `buf` is a bytearray or a writable one-byte-per-item memoryview; every byte of the datagram
-    is written, so it may be reused dirty. Raises `LocalProtocolError` if `buf` is too small or
-    the message or a header field cannot be encoded.
+    `buf` is a bytearray, a writable one-byte-per-item memoryview or any writable buffer that
+    takes slice assignment of bytes; every byte of the datagram is written, so it may be reused
+    dirty. `flags` and `trailer` are as in `encode_parts`: the header carries `flags` and a body
+    length `trailer` bytes longer than the body, and `buf` must have room for the trailer after
+    the returned length (a sealer writes its tag there). Raises `LocalProtocolError` if `buf` is
+    too small or the message or a header field cannot be encoded.
     """
+    kind = _FUSED_CLASSES.get(type(message))
+    if kind is not None:
+        fast = _encode_joints_into(
+            buf, message, kind, stream, session, seq, send_time_ns, flags, trailer
+        )
+        if fast is not None:
+            return fast
     encoder = _lookup(message)
     body = _body_size(message, encoder[1])
+    if body + trailer > MAX_BODY:
+        raise LocalProtocolError(f"body length is invalid: {body} + {trailer} > {MAX_BODY}")
     total = HEADER_SIZE + body
-    if len(buf) < total:
-        raise LocalProtocolError(f"buffer is too small: {len(buf)} < {total} bytes")
-    _write(buf, message, encoder, body, stream, session, seq, send_time_ns)
+    if len(buf) < total + trailer:
+        raise LocalProtocolError(f"buffer is too small: {len(buf)} < {total + trailer} bytes")
+    _write(buf, message, encoder, body, stream, session, seq, send_time_ns, flags, trailer)
     return total
 
 
@@ -240,6 +259,41 @@ def _encode_joints_parts(
     except _ENCODE_ERRORS:
         return None  # the general path says what is wrong
     return header, prefix + positions.tobytes()
+
+
+def _encode_joints_into(
+    buf: Any,
+    message: Any,
+    mtype: int,
+    stream: int,
+    session: int,
+    seq: int,
+    send_time_ns: int,
+    flags: int,
+    trailer: int,
+) -> int | None:
+    """`encode_into` for the layout of the fused fast path, when the message fits it."""
+    positions = message.positions
+    if (
+        message.velocities is not None or message.efforts is not None
+        or type(positions) is not np.ndarray or positions.dtype != _F8 or positions.ndim != 1
+    ):  # fmt: skip
+        return None
+    n: int = positions.shape[0]
+    total = _FUSED_SIZE + 8 * n
+    if len(buf) < total + trailer:
+        return None  # the general path says what is wrong
+    gripper = message.gripper
+    try:
+        _pack_fused(
+            buf, 0, MAGIC, VERSION, mtype, flags, stream, session, 16 + 8 * n + trailer, 0, seq,
+            send_time_ns, 0 if gripper is None else 4, 0, 0, 0.0 if gripper is None else gripper,
+            n, 8, 0,
+        )  # fmt: skip
+    except _ENCODE_ERRORS:
+        return None
+    buf[_FUSED_SIZE:total] = positions.tobytes()
+    return total
 
 
 def _encode_joints_fast(
