@@ -90,9 +90,11 @@ def test_backends_agree_byte_for_byte(
 @pytest.mark.parametrize("backend", NAMES)
 def test_sizes_at_the_bounds(backend: str) -> None:
     c = cipher(RFC_KEY, backend)
-    largest = bytes(MAX_PLAINTEXT)
+    largest = bytes(range(256)) * (MAX_PLAINTEXT // 256)
     sealed = c.seal(RFC_NONCE, bytes(32), largest)
     assert c.open(RFC_NONCE, sealed, 32) == largest
+    other = cipher(RFC_KEY, "cryptography" if backend == "libsodium" else "libsodium")
+    assert other.seal(RFC_NONCE, bytes(32), largest) == sealed
     with pytest.raises(ValueError, match="longer than the 65536 bytes"):
         c.seal(RFC_NONCE, bytes(32), bytes(MAX_PLAINTEXT + 1))
     empty = c.seal(RFC_NONCE, bytes(32), b"")
@@ -133,3 +135,29 @@ def test_without_the_binding_the_fallback_takes_over(
     finally:
         monkeypatch.undo()
         importlib.reload(aead)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    header=st.binary(max_size=64),
+    body=st.binary(max_size=2000),
+    dirt=st.binary(min_size=1, max_size=1),
+)
+def test_sealing_in_the_buffer_is_sealing(header: bytes, body: bytes, dirt: bytes) -> None:
+    for name in NAMES:
+        c = cipher(RFC_KEY, name)
+        c.buffer[:4096] = dirt * 4096  # a dirty buffer: only what is written counts
+        c.buffer[: len(header)] = header
+        c.buffer[len(header) : len(header) + len(body)] = body
+        sealed = c.seal_buffer(RFC_NONCE, len(header), len(body))
+        assert sealed == c.seal(RFC_NONCE, header, body), name
+        assert c.open(RFC_NONCE, sealed, len(header)) == body
+
+
+@pytest.mark.parametrize("backend", NAMES)
+def test_seal_buffer_bounds(backend: str) -> None:
+    c = cipher(RFC_KEY, backend)
+    with pytest.raises(ValueError, match="at most 1024 and 65536"):
+        c.seal_buffer(RFC_NONCE, 32, MAX_PLAINTEXT + 1)
+    with pytest.raises(ValueError, match="at most 1024 and 65536"):
+        c.seal_buffer(RFC_NONCE, -1, 10)
