@@ -28,6 +28,7 @@ from typing import Any
 from robots.api import Command, Driver, RobotState
 from robots.exceptions import InvalidCommand
 from robots.limits import CommandGuard
+from telepresence.aead import DEFAULT_BACKEND as AEAD_BACKEND
 from telepresence.control.lease import ControlLease
 from telepresence.deadman import Deadman
 from telepresence.exceptions import (
@@ -501,6 +502,7 @@ class RobotCore:
             "mode": self.deadman.mode.name.lower(),
             "session": self._session,
             "secure": self.secure is not None,
+            "aead": AEAD_BACKEND if self.secure is not None else None,
             "counters": self.counters.as_dict(),
             "driver_errors": self.driver_errors,
         }

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from robots.api import BaseState, JointState
+from telepresence.aead import DEFAULT_BACKEND as AEAD_BACKEND
 from telepresence.clocksync import OffsetEstimator
 from telepresence.exceptions import (
     AuthenticationError,
@@ -267,6 +268,7 @@ class StationCore:
         last = max((p.last_rx_ns or 0 for p in self.paths), default=0)
         return {
             "session": f"{self.session:08x}",
+            "aead": AEAD_BACKEND if self.secure else None,
             "latency": self.profile.report(offset, self.clock_offset.uncertainty_ns),
             "station": dict(self.counters, telemetry_lost=self.telemetry_lost),
             "robot": robot,

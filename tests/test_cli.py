@@ -163,6 +163,7 @@ def test_robot_and_station_as_separate_commands(tmp_path: Path) -> None:
     assert r["mode"] == "stopped"  # the station left long before the robot's end
     assert "sim-base-0" in robot_out and "secure" in robot_out
     assert s["control"]["held_control"] and r["secure"]
+    assert s["aead"] == r["aead"] == "libsodium"  # the data plane's ChaCha20-Poly1305
 
 
 def test_drivers_lists_builtins() -> None:

@@ -47,6 +47,9 @@ def test_lease_holder_commands_are_applied_and_telemetry_is_sealed() -> None:
     out = [opener.open(d) for d, _ in core.datagrams_to_send()]
     assert {h.type for h, _ in out} >= {MessageType.TELEMETRY, MessageType.JOINT_STATE}
     assert all(h.flags == 1 for h, _ in out)
+    assert core.status()["secure"] and core.status()["aead"] == "libsodium"
+    plain = RobotCore(RecordingDriver(), EndpointConfig(), clock=clock)
+    assert not plain.status()["secure"] and plain.status()["aead"] is None
 
 
 def test_other_session_cannot_command_without_the_lease() -> None:

@@ -2,8 +2,9 @@
 
 Sans-IO: `encode` turns a message into bytes, `decode` turns bytes into a `Datagram`; neither
 touches a socket or a clock. Authenticated datagrams (`FLAG_AUTHENTICATED`) are sealed and opened
-by ``telepresence.security``, which builds on `encode_parts` and `decode_body`; `decode`
-rejects them (it holds no key).
+by ``telepresence.security``, which builds on `encode_into` (with `flags` and a `trailer` for
+the tag) and `decode_body`; `decode` rejects them (it holds no key). `encode_parts` gives the
+header and body of a sealed datagram apart, for a peer that seals them itself.
 """
 
 from telepresence.wire.codec import (
