@@ -9,15 +9,16 @@ the other and against RFC 8439's vector):
   allocated once per key. It is the default when it loads.
 - ``cryptography``: ``cryptography``'s ``ChaCha20Poly1305`` (OpenSSL). The fallback.
 
-Both cost about 1 µs per call in a warm loop, but not between datagrams. A robot or a station
-waits in the kernel between two datagrams, so each datagram meets cold caches. In the
-round-trip benchmark (docs/benchmarks.md §5), four OpenSSL calls per round trip cost 14-18 µs,
-while libsodium's four cost 5-7 µs. OpenSSL's path reaches the cipher through a provider
-context that is copied, parameterised and freed on every call; libsodium's is one C function.
-PyNaCl's public wrappers (``nacl.bindings``) check arguments and allocate in Python: 3 µs warm,
-slower than OpenSSL. So the binding is used directly. It is not part of PyNaCl's documented
-API, so if it is missing or changes shape the ``cryptography`` cipher takes over, with a
-warning. Same bytes, only slower.
+In a warm loop both cost about 1 µs per call or less (libsodium 0.65-0.77 µs, OpenSSL
+1.1-1.3 µs for a 64-byte body). Between datagrams the picture changes. A robot or a station
+sleeps in the kernel between two datagrams, so each datagram meets cold caches. In the
+round-trip benchmark (docs/benchmarks.md §5), the four calls of a round trip, with the header
+handling around them, cost 17 µs with OpenSSL and 9-10 µs with libsodium. OpenSSL reaches the
+cipher through a provider context that is copied, set up and freed on every call; libsodium's is
+one C function. PyNaCl's public wrappers (``nacl.bindings``) check arguments and allocate in
+Python: 3 µs warm, slower than OpenSSL. So the binding is used directly. It is not part of
+PyNaCl's documented API, so if it is missing or changes shape the ``cryptography`` cipher takes
+over, with a warning when the first cipher is made. Same bytes, only slower.
 
 A cipher is used from one thread at a time: its output buffer is reused (`Sealer` and `Opener`
 hold one each, and the event loop that owns them is their only user).
@@ -187,11 +188,7 @@ if isinstance(_sodium, tuple):
     SODIUM_UNAVAILABLE: str | None = None
 else:
     SODIUM_UNAVAILABLE = _sodium
-    log.warning(
-        "libsodium through PyNaCl is unavailable (%s): the data plane uses cryptography's "
-        "ChaCha20-Poly1305 (same bytes, ~10 µs more per secure round trip)",
-        _sodium,
-    )
+_warned = False
 DEFAULT_BACKEND = next(iter(BACKENDS))
 """``libsodium`` when it loaded, else ``cryptography``."""
 
@@ -203,6 +200,14 @@ def cipher(key: bytes, backend: str | None = None) -> Cipher:
     """
     if not isinstance(key, bytes) or len(key) != KEY_SIZE:
         raise ValueError(f"a ChaCha20-Poly1305 key is {KEY_SIZE} bytes")
+    global _warned
+    if SODIUM_UNAVAILABLE and not _warned:  # said once, when the first session is keyed
+        _warned = True
+        log.warning(
+            "libsodium through PyNaCl is unavailable (%s): the data plane uses cryptography's "
+            "ChaCha20-Poly1305 (same bytes, ~10 µs more per secure round trip)",
+            SODIUM_UNAVAILABLE,
+        )
     name = backend or DEFAULT_BACKEND
     try:
         factory = BACKENDS[name]

@@ -121,14 +121,17 @@ def test_without_the_binding_the_fallback_takes_over(
         return real(name, package)
 
     monkeypatch.setattr(importlib, "import_module", no_sodium)
-    with caplog.at_level(logging.WARNING, logger="telepresence.aead"):
-        fallback = importlib.reload(aead)
+    fallback = importlib.reload(aead)
     try:
         assert fallback.DEFAULT_BACKEND == "cryptography"
         assert list(fallback.BACKENDS) == ["cryptography"]
         assert "No module named 'nacl._sodium'" in (fallback.SODIUM_UNAVAILABLE or "")
-        assert "uses cryptography's ChaCha20-Poly1305" in caplog.text
-        c = fallback.cipher(RFC_KEY)
+        with caplog.at_level(logging.WARNING, logger="telepresence.aead"):
+            c = fallback.cipher(RFC_KEY)
+            fallback.cipher(RFC_KEY)
+        warnings = [r for r in caplog.records if r.name == "telepresence.aead"]
+        assert len(warnings) == 1, "said once"
+        assert "uses cryptography's ChaCha20-Poly1305" in warnings[0].getMessage()
         assert c.seal(RFC_NONCE, RFC_AAD, RFC_PLAINTEXT) == RFC_AAD + RFC_CIPHERTEXT + RFC_TAG
         with pytest.raises(ValueError, match=r"available: cryptography \(libsodium: ImportError"):
             fallback.cipher(RFC_KEY, "libsodium")

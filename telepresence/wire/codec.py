@@ -54,7 +54,6 @@ _ENCODERS: dict[type, _Encoder] = {
     c.MESSAGE: (int(c.TYPE), c.size, c.pack_into) for c in BODY_CODECS.values()
 }
 _pack_header = HEADER.pack_into
-_HEADER_PACK = HEADER.pack
 _parse_header = Header.parse
 _new_tuple = tuple.__new__  # builds a Datagram without NamedTuple's Python-level __new__
 
@@ -79,7 +78,6 @@ _FUSED_CLASSES = {cls: mtype for mtype, (_, cls) in _FUSED_TYPES.items()}
 # The same layout for a body on its own (the plaintext of an authenticated datagram).
 _FUSED_BODY = struct.Struct("<BBHdHBB")
 _FUSED_BODY_SIZE = _FUSED_BODY.size  # 16
-_FUSED_BODY_PACK = _FUSED_BODY.pack
 _unpack_fused_body = _FUSED_BODY.unpack_from
 _JOINT_CLASSES = {t: c for t, (_, c) in _FUSED_TYPES.items()}
 _ZERO8 = bytes(8)
@@ -204,61 +202,12 @@ def encode_parts(
     (the header is its associated data, the body its plaintext, the trailer its tag; see
     ``telepresence.security``). Raises `LocalProtocolError` as `encode` does, also when body +
     trailer does not fit the u16 body length."""
-    kind = _FUSED_CLASSES.get(type(message))
-    if kind is not None:
-        fast = _encode_joints_parts(
-            message, kind, stream, session, seq, send_time_ns, flags, trailer
-        )
-        if fast is not None:
-            return fast
-    encoder = _lookup(message)
-    mtype, size, pack_body = encoder
-    body = _body_size(message, size)
-    if body + trailer > MAX_BODY:
-        raise LocalProtocolError(f"body length is invalid: {body} + {trailer} > {MAX_BODY}")
-    buf = bytearray(body)
-    try:
-        header = _HEADER_PACK(
-            MAGIC, VERSION, mtype, flags, stream, session, body + trailer, 0, seq, send_time_ns
-        )
-        pack_body(message, buf, 0)
-    except LocalProtocolError:
-        raise
-    except _ENCODE_ERRORS as exc:
-        raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from exc
-    return header, buf
-
-
-def _encode_joints_parts(
-    message: Any,
-    mtype: int,
-    stream: int,
-    session: int,
-    seq: int,
-    send_time_ns: int,
-    flags: int,
-    trailer: int,
-) -> tuple[bytes, bytes] | None:
-    """`encode_parts` for the layout of the fused fast path, when the message fits it."""
-    positions = message.positions
-    if (
-        message.velocities is not None or message.efforts is not None
-        or type(positions) is not np.ndarray or positions.dtype != _F8 or positions.ndim != 1
-    ):  # fmt: skip
-        return None
-    n = positions.shape[0]
-    gripper = message.gripper
-    try:
-        header = _HEADER_PACK(
-            MAGIC, VERSION, mtype, flags, stream, session, 16 + 8 * n + trailer, 0, seq,
-            send_time_ns,
-        )  # fmt: skip
-        prefix = _FUSED_BODY_PACK(
-            0 if gripper is None else 4, 0, 0, 0.0 if gripper is None else gripper, n, 8, 0
-        )
-    except _ENCODE_ERRORS:
-        return None  # the general path says what is wrong
-    return header, prefix + positions.tobytes()
+    buf = bytearray(encoded_size(message) + trailer)
+    size = encode_into(
+        buf, message, stream=stream, session=session, seq=seq, send_time_ns=send_time_ns,
+        flags=flags, trailer=trailer,
+    )  # fmt: skip
+    return bytes(buf[:HEADER_SIZE]), buf[HEADER_SIZE:size]
 
 
 def _encode_joints_into(
@@ -299,7 +248,9 @@ def _encode_joints_into(
 def _encode_joints_fast(
     message: Any, mtype: int, stream: int, session: int, seq: int, send_time_ns: int
 ) -> bytearray | None:
-    """The fused layout of `_decode_joints_fast`, when the message fits it."""
+    """The fused layout of `_decode_joints_fast`, when the message fits it: `encode`'s own copy
+    of `_encode_joints_into`, sized exactly and without a buffer check (0.65 vs 0.8 µs warm: plain
+    commands are the insecure data plane's hot path)."""
     positions = message.positions
     if (
         message.velocities is not None or message.efforts is not None
