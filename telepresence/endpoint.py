@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from robots.api import Command, Driver, RobotState
 from robots.exceptions import InvalidCommand
@@ -55,6 +55,7 @@ from telepresence.wire import (
 
 __all__ = ["EndpointConfig", "RobotCore"]
 
+_new_tuple = tuple.__new__  # a NamedTuple without its Python-level __new__
 log = logging.getLogger(__name__)
 
 Address = Any  # whatever the transport uses (a (host, port) tuple for UDP)
@@ -91,8 +92,10 @@ class EndpointConfig:
         Deadman(round(self.hold_after_s * 1e9), round(self.stop_after_s * 1e9))
 
 
-@dataclass(slots=True)
-class _Pending:
+class _Pending(NamedTuple):
+    """The freshest checked command, waiting for the control tick (built with `_new_tuple`:
+    no Python-level constructor on the receive path)."""
+
     command: Command
     header: Header
     received_ns: int
@@ -293,7 +296,7 @@ class RobotCore:
             return
         if self._pending is not None:
             c.superseded += 1
-        self._pending = _Pending(command, header, now, self._clock(), clamped)
+        self._pending = _new_tuple(_Pending, (command, header, now, self._clock(), clamped))
         if len(self._arrivals) < _ARRIVALS:
             self._arrivals.append(now)
 

@@ -23,6 +23,7 @@ from robots.api import (
     PoseCommand,
 )
 from telepresence.exceptions import DecodeError, LocalProtocolError
+from telepresence.security import SessionKeys
 from telepresence.wire import (
     HEADER_SIZE,
     VERSION,
@@ -574,3 +575,23 @@ def test_encode_into_a_memoryview_at_an_offset() -> None:
     backing = bytearray(300)
     n = encode_into(memoryview(backing)[10:], message, **OK_HEADER)
     assert bytes(backing[10 : 10 + n]) == bytes(encode(message, **OK_HEADER))
+
+
+@pytest.mark.parametrize("gripper", [None, 0.25])
+def test_fast_decoded_joint_commands_are_whole_dataclasses(gripper: float | None) -> None:
+    # The fused decode paths build JointCommand without its __init__: every field the dataclass
+    # has must still be set, to the value the constructor would give. A new field fails here.
+    positions = np.linspace(-1.0, 1.0, 6)
+    command = JointCommand(positions=positions, gripper=gripper)
+    plain = bytes(encode(command, stream=1, session=2, seq=3, send_time_ns=4))
+    keys = SessionKeys.derive(bytes(32), 2)
+    sealed = keys.sealer(Role.STATION).seal(command, stream=1, seq=3, send_time_ns=4)
+    for decoded in (decode(plain).message, keys.opener(Role.ROBOT).open(sealed).message):
+        assert type(decoded) is JointCommand
+        expected = JointCommand(positions=decoded.positions, gripper=gripper)
+        for field in dataclasses.fields(JointCommand):
+            assert getattr(decoded, field.name) is getattr(expected, field.name) or (
+                getattr(decoded, field.name) == getattr(expected, field.name)
+            ), field.name
+        np.testing.assert_array_equal(decoded.positions, positions)
+        assert decoded == expected

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from robots.api import JointCommand
 from telepresence.exceptions import DecodeError, LocalProtocolError
 from telepresence.wire.header import (
     HEADER,
@@ -83,6 +84,7 @@ _JOINT_CLASSES = {t: c for t, (_, c) in _FUSED_TYPES.items()}
 _ZERO8 = bytes(8)
 _F8 = np.dtype("<f8")
 _frombuffer = np.frombuffer
+_new_object = object.__new__
 
 
 def encoded_size(message: object) -> int:
@@ -299,7 +301,15 @@ def _decode_joints_fast(data: bytes) -> Datagram | None:
     else:
         return None
     header = _new_tuple(Header, (kind[0], stream, session, seq, sent, flags))
-    message = kind[1](positions=_frombuffer(data, _F8, n, _FUSED_SIZE), gripper=grip)
+    cls = kind[1]
+    if cls is JointCommand:  # every field set here, without the dataclass __init__ (0.4 µs cold)
+        message = _new_object(cls)
+        message.positions = _frombuffer(data, _F8, n, _FUSED_SIZE)
+        message.velocities = message.efforts = None
+        message.gripper = grip
+        message.ref = 0
+    else:
+        message = cls(positions=_frombuffer(data, _F8, n, _FUSED_SIZE), gripper=grip)
     return _new_tuple(Datagram, (header, message))
 
 
@@ -343,10 +353,17 @@ def decode_body(mtype: MessageType, body: Buffer) -> Any:
                 and _FUSED_BODY_SIZE + 8 * n == len(body)
                 and (present == 4 or (present == 0 and body[4:12] == _ZERO8))
             ):  # fmt: skip
-                return cls(
-                    positions=_frombuffer(body, _F8, n, _FUSED_BODY_SIZE),
-                    gripper=gripper if present else None,
-                )
+                if cls is not JointCommand:
+                    return cls(
+                        positions=_frombuffer(body, _F8, n, _FUSED_BODY_SIZE),
+                        gripper=gripper if present else None,
+                    )
+                message = _new_object(cls)  # as in `_decode_joints_fast`
+                message.positions = _frombuffer(body, _F8, n, _FUSED_BODY_SIZE)
+                message.velocities = message.efforts = None
+                message.gripper = gripper if present else None
+                message.ref = 0
+                return message
         view = memoryview(body)
     else:
         view = _byte_view(body)
