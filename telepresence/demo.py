@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,13 +85,16 @@ def _demo_keys(tmp: Path, args: argparse.Namespace, robot_cmd: list[str]) -> str
     """Make a robot and an operator key pair for this run; return the control endpoint."""
     keys = tmp / "keys"
     _, robot_secret = generate_keypair(keys, "robot")
-    operator_public, operator_secret = generate_keypair(keys / "operators", "demo-operator")
+    operator_public, operator_secret = generate_keypair(keys / "operator", "demo-operator")
+    allowlist = keys / "authorized"  # the operator's public key only, as an owner would copy it
+    allowlist.mkdir()
+    shutil.copy(operator_public, allowlist)
     control = f"ipc://{tmp / 'control.sock'}"
     robot_cmd += [
         "--key",
         str(robot_secret),
         "--authorized-keys",
-        str(operator_public.parent),
+        str(allowlist),
         "--control",
         control,
     ]

@@ -117,6 +117,7 @@ class Keys:
     """A robot key pair and one allowed operator, in `directory`, with the CLI arguments."""
 
     def __init__(self, directory: Any) -> None:
+        import shutil
         from pathlib import Path
 
         from telepresence.control.keys import generate_keypair
@@ -124,8 +125,21 @@ class Keys:
         d = Path(directory)
         _, self.robot_secret = generate_keypair(d, "robot")
         self.robot_public = d / "robot.key"
-        self.operator_public, self.operator_secret = generate_keypair(d / "operators", "alice")
-        self.allowlist = d / "operators"
+        self.operator_public, self.operator_secret = generate_keypair(d / "alice", "alice")
+        self.allowlist = d / "operators"  # public keys only, as a robot's owner keeps it
+        self.allowlist.mkdir()
+        shutil.copy(self.operator_public, self.allowlist)
+
+    def add_operator(self, name: str) -> Any:
+        """Another allowed operator: a key pair of their own, the public key copied into the
+        allowlist; returns their secret key file."""
+        import shutil
+
+        from telepresence.control.keys import generate_keypair
+
+        public, secret = generate_keypair(self.allowlist.parent / name, name)
+        shutil.copy(public, self.allowlist)
+        return secret
 
     def robot_args(self) -> list[str]:
         return ["--key", str(self.robot_secret), "--authorized-keys", str(self.allowlist)]

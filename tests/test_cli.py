@@ -193,9 +193,7 @@ def test_demo_through_an_emulated_link_shows_the_network_share(tmp_path: Path) -
 
 def test_an_observer_watches_while_another_operator_drives(tmp_path: Path) -> None:
     keys = Keys(tmp_path / "keys")
-    from telepresence.control.keys import generate_keypair
-
-    _, bob = generate_keypair(keys.allowlist, "bob")
+    bob = keys.add_operator("bob")
     port = free_port()
     robot = subprocess.Popen(
         [
@@ -267,11 +265,9 @@ def test_removing_an_operators_key_ends_their_run(tmp_path: Path) -> None:
     import signal
     import threading
 
-    from telepresence.control.keys import generate_keypair
-
     port = free_port()
     keys = Keys(tmp_path / "keys")
-    generate_keypair(keys.allowlist, "bob")  # a list that keeps one key is taken
+    keys.add_operator("bob")  # a list that keeps one key is taken
     robot_json, station_json = tmp_path / "robot.json", tmp_path / "station.json"
     robot = subprocess.Popen(
         [*CLI, "robot", "--driver", "sim-arm", "--listen", f"127.0.0.1:{port}",
@@ -295,8 +291,7 @@ def test_removing_an_operators_key_ends_their_run(tmp_path: Path) -> None:
         err = station.stderr
         drain = threading.Thread(target=lambda: rest.extend(err), daemon=True)
         drain.start()  # a full pipe must not stall the station
-        keys.operator_public.unlink()  # off the allowlist (both of alice's key files) ...
-        keys.operator_secret.unlink()
+        (keys.allowlist / "alice.key").unlink()  # off the allowlist ...
         removed = time.monotonic()
         robot.send_signal(signal.SIGHUP)  # ... and read at once
         station.wait(timeout=20)

@@ -239,6 +239,22 @@ def test_a_directory_allowlist_ignores_hidden_files_and_reports_a_bad_key_file(
     assert allowlist.keys == {ops.z85["alice"]: "alice"}
 
 
+def test_a_directory_allowlist_reads_no_secret_key_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ops = Operators(tmp_path)
+    directory = ops.keys.allowlist
+    shutil.copy(ops.secret["bob"], directory)  # bob.key_secret holds bob's public key too
+    with caplog.at_level(logging.WARNING, logger="telepresence.control.keys"):
+        allowlist = Allowlist.load(directory, wall_clock=later_clock)
+    assert allowlist.keys == {ops.z85["alice"]: "alice"}  # bob is not allowed by it
+    assert "holds secret key files, not read: bob.key_secret" in caplog.text
+    for f in directory.glob("alice.*"):
+        f.unlink()
+    with pytest.raises(ConfigError, match=r"holds no \.key files"):
+        Allowlist.load(directory, wall_clock=later_clock)
+
+
 # -- the robot's control plane over ZeroMQ ----------------------------------------------------
 
 
@@ -396,7 +412,7 @@ def test_a_bad_edit_keeps_the_allowlist_in_force_and_reports_it(
 
 def test_a_directory_allowlist_is_followed_the_same_way(tmp_path: Path) -> None:
     ops = Operators(tmp_path)
-    directory = ops.keys.allowlist  # operators/alice.key (and her secret key, as Keys makes it)
+    directory = ops.keys.allowlist  # operators/alice.key
 
     async def main() -> None:
         srv = make_server(ops, tmp_path, directory)

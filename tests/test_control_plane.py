@@ -82,7 +82,7 @@ def test_key_not_on_the_allowlist_is_refused_with_a_clear_message(tmp_path: Path
 
 def test_two_stations_contend_for_control(tmp_path: Path) -> None:
     keys = Keys(tmp_path / "k")
-    _, bob_secret = generate_keypair(keys.allowlist, "bob")
+    bob_secret = keys.add_operator("bob")
 
     async def main() -> None:
         state = ControlState(

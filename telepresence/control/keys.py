@@ -116,11 +116,10 @@ first may leave the same mtime and, at the same size, the same signature (git's 
 
 
 def _is_key_file(path: Path) -> bool:
-    """A file a directory allowlist is made of: NAME.key or NAME.key_secret, not hidden (so an
-    editor's swap, backup and lock files are not read)."""
-    return not path.name.startswith(".") and (
-        path.suffix == ".key" or path.name.endswith(".key_secret")
-    )
+    """A file a directory allowlist is made of: NAME.key, not hidden (so an editor's swap,
+    backup and lock files are not read). Like ZeroMQ's own certificate loader, a secret key
+    file (NAME.key_secret) is not one: the robot never needs an operator's secret key."""
+    return not path.name.startswith(".") and path.suffix == ".key"
 
 
 def _stat(path: Path, name: str) -> tuple[str, int, int, int, int, int]:
@@ -146,6 +145,22 @@ def allowlist_signature(path: Path) -> Signature:
     return tuple(entries)
 
 
+def _warn_of_secret_keys(directory: Path) -> None:
+    try:
+        secrets = sorted(
+            f.name for f in directory.iterdir()
+            if f.name.endswith(".key_secret") and not f.name.startswith(".")
+        )  # fmt: skip
+    except OSError:
+        return
+    if secrets:
+        log.warning(
+            "allowlist %s holds secret key files, not read: %s. Only NAME.key files allow an "
+            "operator; move secret keys out (the robot never needs an operator's secret key)",
+            directory, ", ".join(secrets),
+        )  # fmt: skip
+
+
 def _read_authorized_keys(path: Path) -> dict[bytes, str]:
     allowed: dict[bytes, str] = {}
     if path.is_dir():
@@ -155,6 +170,7 @@ def _read_authorized_keys(path: Path) -> dict[bytes, str]:
             raise ConfigError(f"cannot list authorized keys in {path}: {exc.strerror}") from exc
         for f in files:
             allowed[_public_key_file(f)] = f.name.split(".")[0]
+        _warn_of_secret_keys(path)
         if not allowed:
             raise ConfigError(f"{path} holds no .key files: no operator could connect")
         return allowed
