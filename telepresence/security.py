@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,7 +267,7 @@ class Opener:
     that opened (so only authenticated sequence numbers ever move it).
     """
 
-    __slots__ = ("_open", "_own", "session")
+    __slots__ = ("_open", "session")
 
     def __init__(self, key: bytes, session: int) -> None:
         if not isinstance(key, bytes) or len(key) != KEY_SIZE:
@@ -276,7 +276,6 @@ class Opener:
         self.session = session
         """The session whose datagrams this opener takes."""
         self._open = cipher(key).open
-        self._own = {session: self}.get
 
     def unseal(self, data: Buffer) -> tuple[Header, bytes]:
         """Check the header and the session, verify and decrypt: the header and the plaintext
@@ -315,18 +314,20 @@ class Opener:
         """
         if type(data) is not bytes:
             data = _as_bytes(data)
-        opened = _open_well_formed(data, self._own)
+        opened = _open_well_formed(data, self, None)
         if opened is not None:
             return opened
         header, plain = self.unseal(data)
         return _new_tuple(Datagram, (header, _decode_body(header.type, plain)))
 
 
-def _open_well_formed(data: bytes, opener_of: Callable[[int], Opener | None]) -> Datagram | None:
-    """`open_datagram` of a datagram whose header is well formed and whose session has an
-    opener (`opener_of`), in one pass; None for anything else, which the callers hand to the
-    general path (`Header.parse`, `Opener.unseal`) that words the error. The checks are
-    `Header.parse`'s, in the same order of precedence."""
+def _open_well_formed(
+    data: bytes, opener: Opener | None, openers: Mapping[int, Opener] | None
+) -> Datagram | None:
+    """Open a datagram whose header is well formed and whose session has an opener (`opener`
+    if its session is the datagram's, else the one in `openers`), in one pass; None for
+    anything else, which the callers hand to the general path (`Header.parse`,
+    `Opener.unseal`) that words the error. The checks are `Header.parse`'s."""
     size = len(data)
     if size < _MIN_SEALED:
         return None
@@ -339,8 +340,9 @@ def _open_well_formed(data: bytes, opener_of: Callable[[int], Opener | None]) ->
         or reserved or length + HEADER_SIZE != size
     ):  # fmt: skip
         return None
-    opener = opener_of(session)
-    if opener is None:
+    if openers is not None:
+        opener = openers.get(session)
+    if opener is None or session != opener.session:
         return None
     header = _new_tuple(Header, (kind, stream, session, seq, sent, flags))
     plain = opener._open(_pack_nonce(stream, seq), data, HEADER_SIZE)
@@ -355,7 +357,7 @@ def open_datagram(data: Buffer, openers: Mapping[int, Opener]) -> Datagram:
     `UnknownSessionError` when `openers` has no opener for the session."""
     if type(data) is not bytes:
         data = _as_bytes(data)
-    opened = _open_well_formed(data, openers.get)
+    opened = _open_well_formed(data, None, openers)
     if opened is not None:
         return opened
     header, length = _parse_header(data, FLAG_AUTHENTICATED)
