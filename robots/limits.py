@@ -57,6 +57,9 @@ def _finite_limit(value: float) -> float:
 
 
 _F8 = np.dtype(np.float64)
+"""The float64 dtype; numpy hands this very object to float64 arrays (fast paths test identity,
+and anything else takes the full path)."""
+_ndarray = np.ndarray
 
 
 class CommandGuard:
@@ -74,6 +77,7 @@ class CommandGuard:
         "_effort_hi",
         "_effort_lo",
         "_gripper",
+        "_joints",
         "_lower",
         "_n",
         "_robot",
@@ -104,45 +108,45 @@ class CommandGuard:
             else None
         )
         by_type: tuple[tuple[type, ControlMode, Callable[[Any], tuple[Command, bool]]], ...] = (
-            (JointCommand, JointCommand.MODE, self._check_joint),
+            (JointCommand, JointCommand.MODE, self._check_joint_fully),
             (PoseCommand, PoseCommand.MODE, self._check_pose),
             (BaseVelocityCommand, BaseVelocityCommand.MODE, self._check_base),
         )
         modes = set(manifest.control_modes)
         self._checkers = {t: c for t, mode, c in by_type if mode in modes}
+        self._joints = JointCommand in self._checkers
 
     def check(self, command: Command) -> tuple[Command, bool]:
         """Validate ``command``; return it (or a clamped copy) and whether anything was clamped."""
+        # Fast path, the common case at up to 1 kHz: float64 joint positions already in range,
+        # no feed-forward, gripper absent or in range. It is here rather than behind the
+        # dispatch because the data plane runs it on the cold caches between datagrams, where
+        # every call and lookup costs 2-4x its warm time. Anything else takes the full path.
+        if type(command) is JointCommand and self._joints:
+            positions = command.positions
+            if (
+                command.velocities is None
+                and command.efforts is None
+                and type(positions) is _ndarray
+                and positions.dtype is _F8  # identity: `==` costs 0.3-0.6 µs on cold caches
+                and positions.shape == self._shape
+            ):
+                # n values each; a `strict=` keyword alone costs 0.5 µs on cold caches.
+                lower, upper = self._lower.values, self._upper.values
+                for v, low, high in zip(positions.tolist(), lower, upper):  # noqa: B905
+                    if not low <= v <= high:
+                        break
+                else:
+                    g = command.gripper
+                    grip = self._gripper
+                    if g is None or (grip is not None and grip[0] <= g <= grip[1]):
+                        return command, False
         checker = self._checkers.get(type(command))
         if checker is None:
             return self._unsupported(command)
         return checker(command)
 
     # -- per command type ----------------------------------------------------------------------
-
-    def _check_joint(self, command: JointCommand) -> tuple[Command, bool]:
-        # Fast path, the common case at up to 1 kHz: float64 positions already in range, no
-        # feed-forward, gripper absent or in range. Anything else takes the full path below.
-        positions = command.positions
-        if (
-            command.velocities is None
-            and command.efforts is None
-            and type(positions) is np.ndarray
-            and positions.dtype == _F8
-            and positions.shape == self._shape
-        ):
-            for v, low, high in zip(
-                positions.tolist(), self._lower.values, self._upper.values, strict=True
-            ):
-                if not low <= v <= high:
-                    break
-            else:
-                g = command.gripper
-                if g is None or (
-                    self._gripper is not None and self._gripper[0] <= g <= self._gripper[1]
-                ):
-                    return command, False
-        return self._check_joint_fully(command)
 
     def _check_joint_fully(self, command: JointCommand) -> tuple[Command, bool]:
         changes: dict[str, Any] = {}

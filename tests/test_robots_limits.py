@@ -74,6 +74,25 @@ def test_command_within_limits_is_returned_as_is() -> None:
     assert clamped is False
 
 
+def test_decoded_and_built_commands_in_range_take_the_fast_path(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The fast path tests the dtype by identity: if numpy ever handed out another float64
+    # dtype object, every command would silently take the slower full path.
+    from telepresence.wire import decode, encode
+
+    def full_path(command: Any) -> None:
+        raise AssertionError(f"full path taken for {command}")
+
+    guard = CommandGuard(arm_manifest())
+    monkeypatch.setitem(guard._checkers, JointCommand, full_path)
+    built = JointCommand(positions=np.linspace(-0.5, 0.5, 6), gripper=0.5)
+    decoded = decode(encode(built, stream=1, session=1, seq=1, send_time_ns=0)).message
+    for cmd in (built, decoded, JointCommand(positions=view(UPPER))):
+        assert guard.check(cmd) == (cmd, False)
+    # ... and anything out of the fast path's reach still gets the full check.
+    with pytest.raises(AssertionError, match="full path"):
+        guard.check(JointCommand(positions=view([9.0] * 6)))
+
+
 def test_limits_are_inclusive() -> None:
     cmd = JointCommand(positions=view(UPPER), velocities=view([-VMAX] * 6), gripper=1.0)
     assert GUARD.check(cmd) == (cmd, False)
