@@ -230,13 +230,13 @@ def _sides(
     sealed_size = len(keys.sealer(Role.STATION).seal(command, stream=1, seq=1, send_time_ns=0))
     payload = bytes(sealed_size)
 
+    stream = Stream.COMMAND  # looked up once: an enum member lookup costs ~0.2 µs cold
+
     def plain_pack(seq: int) -> bytearray:
-        return encode(
-            command, stream=Stream.COMMAND, session=SESSION, seq=seq, send_time_ns=monotonic_ns()
-        )
+        return encode(command, stream=stream, session=SESSION, seq=seq, send_time_ns=monotonic_ns())
 
     def secure_pack(seq: int) -> bytes:
-        return sealer.seal(command, stream=Stream.COMMAND, seq=seq, send_time_ns=monotonic_ns())
+        return sealer.seal(command, stream=stream, seq=seq, send_time_ns=monotonic_ns())
 
     sides = {
         "bare": _Side(bare, lambda _seq: payload, None),
