@@ -363,7 +363,8 @@ class Driver(ABC):
     entry-point group ``telepresence.robots``.
 
     Every method except the constructor and `manifest` may raise; the endpoint reports the
-    error with the driver's name and, for `apply`, holds the robot.
+    error with the driver's name and, for `apply`, holds the robot. From a call that raised
+    until a `read` succeeds, the endpoint applies no command and reports the robot as holding.
     """
 
     config_class: ClassVar[type[DriverConfig]] = DriverConfig
@@ -410,3 +411,8 @@ class Driver(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the robot; safe to call more than once."""
+
+    def status(self) -> dict[str, Any]:
+        """Optional: JSON-ready facts about the driver's own link or device (the endpoint shows
+        them under ``driver`` in its status). Must not block; the default has none."""
+        return {}

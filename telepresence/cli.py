@@ -459,7 +459,14 @@ def _format_counters(summary: dict[str, Any]) -> str:
     if loss is not None:
         lines.append(f"  uplink loss (station -> robot): {loss * 100:.2f} %")
     if summary["robot_mode"]:
-        lines.append(f"  robot mode at the end: {summary['robot_mode']}")
+        changes = summary.get("robot_modes") or []
+        shown = ", ".join(f"{c['mode']} at {c['at_s']:.1f} s" for c in changes[:10])
+        more = f", and {len(changes) - 10} more changes" if len(changes) > 10 else ""
+        lines.append(
+            f"  robot mode: {shown}{more}; at the end: {summary['robot_mode']}"
+            if len(changes) > 1
+            else f"  robot mode at the end: {summary['robot_mode']}"
+        )
     return "\n".join(lines)
 
 
@@ -574,6 +581,15 @@ def cmd_robot(args: argparse.Namespace) -> int:
         print(
             f"  control ticks {lat['ticks']}, late by p50 {lat['p50_us']} µs, "
             f"p99 {lat['p99_us']} µs, max {lat['max_us']} µs; overruns {status['tick_overruns']}"
+        )
+    drv: dict[str, Any] = status.get("driver") or {}
+    if status["driver_errors"] or drv.get("losses"):
+        extra = {k: v for k, v in drv.items() if k in ("losses", "recoveries", "malformed")}
+        down = "" if drv.get("available", True) else f"; unavailable ({drv['failed_call']})"
+        print(
+            f"  driver {drv.get('name')}: {status['driver_errors']} failed calls"
+            + "".join(f", {k} {v}" for k, v in extra.items())
+            + down
         )
     _write_json(args.json, status)
     return 0

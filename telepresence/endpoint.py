@@ -16,6 +16,11 @@ guard (NaN/inf, sizes, mode -> rejected; out-of-limits values clamped) -> the pe
 Tick: the pending command, if not older than the age limit, feeds the deadman; in ACTIVE mode it
 is applied; entering HOLDING or STOPPED calls the driver's hold or stop. Then the driver is read,
 and at the telemetry rate the state and a TELEMETRY report go to the session in control.
+
+Driver failures: a driver call that raises makes the driver *unavailable* until a `read`
+succeeds again. Meanwhile no command is applied (each is counted as dropped), a failed `apply`
+is followed by one `hold`, and the robot reports HOLDING (or STOPPED, if the deadman says so) in
+its TELEMETRY and heartbeat answers, so the station sees that its commands do not move it.
 """
 
 from __future__ import annotations
@@ -165,7 +170,10 @@ class RobotCore:
         self.counters = Counters()
         """What became of the datagrams received; sent in every TELEMETRY."""
         self.driver_errors = 0
-        self._driver_error_logged: dict[str, int] = {}
+        self._driver_down: tuple[str, int, int, bool] | None = None
+        """While the driver is unavailable: the call that failed first, when, the error count
+        then, and whether that was logged."""
+        self._driver_logged: dict[str, int] = {}
         self.deadman = Deadman(round(config.hold_after_s * 1e9), round(config.stop_after_s * 1e9))
         self._clock = clock
         self._guard = CommandGuard(self.manifest)
@@ -211,7 +219,17 @@ class RobotCore:
 
     @property
     def mode(self) -> RobotMode:
-        return self.deadman.mode
+        """The safety state the robot reports: the deadman's, except HOLDING instead of ACTIVE
+        while the driver is unavailable (commands arrive but move nothing)."""
+        mode = self.deadman.mode
+        if mode is _ACTIVE and self._driver_down is not None:
+            return RobotMode.HOLDING
+        return mode
+
+    @property
+    def driver_available(self) -> bool:
+        """False from a driver call that raised until a `read` succeeds again."""
+        return self._driver_down is None
 
     @property
     def session(self) -> int | None:
@@ -341,7 +359,9 @@ class RobotCore:
                 self.deadman.feed(pending.received_ns)
         change = self.deadman.poll(now)
         if pending is not None:
-            if self.deadman.mode is RobotMode.ACTIVE:
+            if self._driver_down is not None:
+                self.counters.dropped += 1  # the driver is unavailable: nothing is applied
+            elif self.deadman.mode is RobotMode.ACTIVE:
                 self._apply(pending, now)
             else:
                 self.counters.stale += 1
@@ -355,9 +375,11 @@ class RobotCore:
             log.info("commands arriving: active")
         try:
             self._state = self.driver.read(now)
-        except Exception:
-            self._driver_failed("read")
+        except Exception as exc:
+            self._driver_failed("read", exc, now)
         else:
+            if self._driver_down is not None:
+                self._driver_back(now)
             self._note_actuation(self._state)
         if now >= self._next_telemetry:
             self._next_telemetry += self._telemetry_period_ns
@@ -372,8 +394,8 @@ class RobotCore:
         p.command.ref = ref
         try:
             self.driver.apply(p.command, now)
-        except Exception:
-            self._driver_failed("apply")
+        except Exception as exc:
+            self._driver_failed("apply", exc, now)
             self._call_driver(self.driver.hold, now)
             return
         applied = now  # the driver's timeline: the command was applied at the tick's `now`
@@ -403,21 +425,42 @@ class RobotCore:
     def _call_driver(self, method: Callable[[int], None], now: int) -> None:
         try:
             method(now)
-        except Exception:
-            self._driver_failed(method.__name__)
+        except Exception as exc:
+            self._driver_failed(method.__name__, exc, now)
 
-    def _driver_failed(self, what: str) -> None:
-        """Count a driver failure; log the first of each kind in full, then once a second."""
+    def _driver_failed(self, what: str, exc: Exception, now: int) -> None:
+        """Count a driver failure. The first one makes the driver unavailable until a `read`
+        succeeds; that is logged (the traceback the first time each call fails), at most once
+        a second per call, and so is the recovery after it. Further failures are only counted."""
         self.driver_errors += 1
-        now = self._clock()
-        last = self._driver_error_logged.get(what)
-        if last is None or now - last >= 1_000_000_000:
-            self._driver_error_logged[what] = now
-            log.exception(
-                "driver %s: %s failed (%d driver errors so far)",
+        if self._driver_down is not None:
+            return
+        last = self._driver_logged.get(what)
+        logged = last is None or now - last >= 1_000_000_000
+        self._driver_down = (what, now, self.driver_errors, logged)
+        if not logged:
+            return
+        self._driver_logged[what] = now
+        log.warning(
+            "driver %s: %s failed (%s): holding; commands are not applied until the driver "
+            "answers again",
+            type(self.driver).__name__,
+            what,
+            exc,
+            exc_info=last is None,
+        )
+
+    def _driver_back(self, now: int) -> None:
+        assert self._driver_down is not None
+        _, since, errors, logged = self._driver_down
+        self._driver_down = None
+        if logged:
+            log.warning(
+                "driver %s answers again after %.0f ms (%d failed calls): commands are applied "
+                "again",
                 type(self.driver).__name__,
-                what,
-                self.driver_errors,
+                (now - since) / 1e6,
+                self.driver_errors - errors + 1,
             )
 
     # -- send path ------------------------------------------------------------------------
@@ -441,7 +484,7 @@ class RobotCore:
         if len(self._heartbeat_answered) > 64:  # paths come and go: forget the oldest
             del self._heartbeat_answered[next(iter(self._heartbeat_answered))]
         self._send(
-            Heartbeat(role=Role.ROBOT, mode=self.deadman.mode),
+            Heartbeat(role=Role.ROBOT, mode=self.mode),
             Stream.ROBOT_HEARTBEAT,
             self._clock(),
             to=addr,
@@ -476,7 +519,7 @@ class RobotCore:
     def _queue_telemetry(self, now: int) -> None:
         # TELEMETRY goes first: its send time is stamped last thing before it leaves, and the
         # station stamps its arrival before decoding anything else of this burst.
-        t = Telemetry(mode=self.deadman.mode, counters=self.counters)
+        t = Telemetry(mode=self.mode, counters=self.counters)
         if self._report is not None:
             s, actuated, known = self._report
             t.command_stream, t.command_seq, t.command_sent_ns = s.stream, s.seq, s.sent_ns
@@ -506,11 +549,22 @@ class RobotCore:
 
     def status(self) -> dict[str, Any]:
         """JSON-ready counters and state."""
+        down = self._driver_down
+        try:
+            own = self.driver.status()
+        except Exception as exc:  # a status that fails must not take the report down
+            own = {"status_error": f"{type(exc).__name__}: {exc}"}
         return {
-            "mode": self.deadman.mode.name.lower(),
+            "mode": self.mode.name.lower(),
             "session": self._session,
             "secure": self.secure is not None,
             "aead": AEAD_BACKEND if self.secure is not None else None,
             "counters": self.counters.as_dict(),
             "driver_errors": self.driver_errors,
+            "driver": {
+                "name": type(self.driver).__name__,
+                "available": down is None,
+                "failed_call": None if down is None else down[0],
+                **own,
+            },
         }

@@ -32,7 +32,7 @@ from telepresence.profiler import LatencyProfile
 from telepresence.security import SessionKeys
 from telepresence.seqwindow import SequenceWindow, SeqVerdict
 from telepresence.streams import Stream
-from telepresence.wire import Heartbeat, MessageType, Role, Telemetry, decode, encode
+from telepresence.wire import Heartbeat, MessageType, RobotMode, Role, Telemetry, decode, encode
 
 __all__ = ["StationConfig", "StationCore"]
 
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _PATH_DEAD_NS = 500_000_000  # a path silent this long (others not) counts as down
 _RING = 1 << 16  # commands remembered for matching telemetry (131 s at 500 Hz)
+_MODES_KEPT = 1000  # robot mode changes kept for the summary
+_COMMANDING_NS = 20_000_000  # a command sent this recently: the station is commanding
 
 InputFactory = Callable[[RobotView, int], InputSource]
 
@@ -132,6 +134,10 @@ class StationCore:
         self._windows: dict[int, SequenceWindow] = {}
         self._last_profiled = 0
         self._first_telemetry_seq: int | None = None
+        self.robot_modes: list[tuple[int, RobotMode]] = []
+        """The robot's safety state as its TELEMETRY reported it: (arrival, mode) at each change."""
+        self._last_command_ns: int | None = None
+        self._not_moving_since: int | None = None
         self._loss_base = (0, 0)
 
     # -- send ------------------------------------------------------------------------------
@@ -164,7 +170,7 @@ class StationCore:
         if command is None:
             return None
         seq = self._seq[Stream.COMMAND] = self._seq[Stream.COMMAND] + 1
-        sent = self._clock()
+        sent = self._last_command_ns = self._clock()
         data = self._encode(command, Stream.COMMAND, seq, sent)
         i = seq & (_RING - 1)
         self._ring_seq[i] = seq
@@ -224,6 +230,7 @@ class StationCore:
             # The robot's counters span its whole life: loss is judged from here on.
             self._loss_base = (self._sent_total(), t.counters.received)
         self.last_telemetry = t
+        self._note_mode(t.mode, now)
         self.profile.add_downlink(sent, now)
         if not t.command_seq or t.command_seq <= self._last_profiled:
             return
@@ -240,6 +247,30 @@ class StationCore:
             applied_ns=t.applied_ns,
             actuated_ns=t.actuated_ns,
         )
+
+    def _note_mode(self, mode: RobotMode, now: int) -> None:
+        """Keep the robot's mode changes; warn when it stops moving while commands are sent."""
+        if self.robot_modes and self.robot_modes[-1][1] is mode:
+            return
+        was = self.robot_modes[-1][1] if self.robot_modes else None
+        if len(self.robot_modes) < _MODES_KEPT:
+            self.robot_modes.append((now, mode))
+        commanding = self._last_command_ns is not None and (
+            self._clock() - self._last_command_ns < _COMMANDING_NS
+        )
+        if was is RobotMode.ACTIVE and mode is not RobotMode.ACTIVE and commanding:
+            self._not_moving_since = now
+            log.warning(
+                "the robot reports %s although commands are being sent: they do not move it "
+                "(its driver may be unavailable, or the commands do not reach it; see the "
+                "robot's log and its counters)",
+                mode.name,
+            )
+        elif mode is RobotMode.ACTIVE and self._not_moving_since is not None:
+            log.warning(
+                "the robot is active again after %.0f ms", (now - self._not_moving_since) / 1e6
+            )
+            self._not_moving_since = None
 
     # -- summary ---------------------------------------------------------------------------
 
@@ -273,6 +304,10 @@ class StationCore:
             "station": dict(self.counters, telemetry_lost=self.telemetry_lost),
             "robot": robot,
             "robot_mode": self.last_telemetry.mode.name.lower() if self.last_telemetry else None,
+            "robot_modes": [
+                {"at_s": round((at - self.robot_modes[0][0]) / 1e9, 3), "mode": m.name.lower()}
+                for at, m in self.robot_modes
+            ],
             "uplink_loss": None if robot is None or not sent else max(0, sent - received) / sent,
             "paths": [self._path_summary(p, offset, last) for p in self.paths],
         }

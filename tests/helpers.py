@@ -44,6 +44,8 @@ class RecordingDriver(Driver):
 
     def __init__(self, delay_ns: int = 0, fail_apply: bool = False) -> None:
         super().__init__()
+        self.gone = False
+        """Set True: every call but `close` raises, as a driver whose device went away."""
         self.calls: list[tuple[str, int]] = []
         self.applied: list[Command] = []
         self.delay_ns = delay_ns
@@ -75,8 +77,13 @@ class RecordingDriver(Driver):
         self.calls.append(("connect", now_ns))
         self.connected = True
 
+    def _check(self) -> None:
+        if self.gone:
+            raise ConnectionError("device gone")
+
     def apply(self, command: Command, now_ns: int) -> None:
         self.calls.append(("apply", now_ns))
+        self._check()
         if self.fail_apply:
             raise RuntimeError("bus error")
         assert isinstance(command, JointCommand)
@@ -85,6 +92,7 @@ class RecordingDriver(Driver):
         self._pending.append((command.ref, now_ns + self.delay_ns))
 
     def read(self, now_ns: int) -> RobotState:
+        self._check()
         while self._pending and self._pending[0][1] <= now_ns:
             self._actuated = self._pending.pop(0)
         ref, at = self._actuated if self._actuated else (None, None)
@@ -97,9 +105,11 @@ class RecordingDriver(Driver):
 
     def hold(self, now_ns: int) -> None:
         self.calls.append(("hold", now_ns))
+        self._check()
 
     def stop(self, now_ns: int) -> None:
         self.calls.append(("stop", now_ns))
+        self._check()
 
     def close(self) -> None:
         self.calls.append(("close", 0))

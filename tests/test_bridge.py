@@ -477,3 +477,48 @@ def test_robot_endpoint_drives_a_driver_process_end_to_end(server: Server, tmp_p
     # the device stage: the bridge hop plus sim-arm's 2 ms actuation delay, as the driver
     # process reports it
     assert "applied -> actuated" in station.stdout
+
+
+def test_the_station_sees_the_robot_hold_while_its_driver_process_is_down(
+    server: Server, tmp_path: Path
+) -> None:
+    port = _free_port()
+    cli = [sys.executable, "-m", "telepresence"]
+    keys = Keys(tmp_path / "keys")
+    robot_json, station_json = tmp_path / "robot.json", tmp_path / "station.json"
+    robot = subprocess.Popen(
+        [*cli, "robot", "--driver", "bridge", "--bridge", server.endpoint,
+         "--listen", f"127.0.0.1:{port}", "--duration", "8", "--json", str(robot_json),
+         *keys.robot_args()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    station = subprocess.Popen(
+        [*cli, "station", "--connect", f"127.0.0.1:{port + 1}", "--duration", "4", "--wait", "5",
+         "--json", str(station_json), *keys.station_args()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)  # the station is commanding by now (it waits for the robot first)
+        server.kill()
+        time.sleep(0.5)
+        server.start()
+        _, st_err = station.communicate(timeout=30)
+        robot.send_signal(signal.SIGINT)
+        rb_out, rb_err = robot.communicate(timeout=30)
+    finally:
+        for p in (robot, station):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert station.returncode == 0, st_err
+    modes = [c["mode"] for c in json.loads(station_json.read_text())["robot_modes"]]
+    i = modes.index("holding")  # the robot said so while the driver process was down
+    assert "active" in modes[:i] and "active" in modes[i:], modes
+    assert "reports HOLDING although commands are being sent" in st_err
+    assert "active again after" in st_err
+    status = json.loads(robot_json.read_text())
+    assert status["counters"]["dropped"] > 0  # commands that arrived while it was down
+    assert status["driver"]["losses"] == 1 and status["driver"]["recoveries"] == 1, status
+    assert status["driver"]["available"] and status["driver"]["problem"] in ("", None)
+    assert "failed" in rb_err and "answers again after" in rb_err
+    assert "losses 1, recoveries 1" in rb_out  # in the summary it prints, too

@@ -262,6 +262,62 @@ def test_driver_failure_holds_and_keeps_running() -> None:
     assert core.driver_errors == 2
 
 
+def test_unavailable_driver_applies_nothing_reports_holding_and_recovers(caplog) -> None:  # type: ignore[no-untyped-def]
+    core, driver, clock = make_core()
+    hb = encode(Heartbeat(role=Role.STATION), stream=Stream.STATION_HEARTBEAT, session=SESSION,
+                seq=1, send_time_ns=0)  # fmt: skip
+    core.receive_datagram(cmd(1), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))
+    assert len(driver.applied) == 1 and core.mode is RobotMode.ACTIVE and core.driver_available
+    driver.gone = True
+    core.receive_datagram(cmd(2), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))  # apply fails, then the hold after it, then read
+    assert core.driver_errors == 3 and driver.names()[-2:] == ["apply", "hold"]
+    assert not core.driver_available and core.mode is RobotMode.HOLDING
+    sent_messages(core)
+    calls = len(driver.calls)
+    for seq in range(3, 8):  # commands keep arriving: none reaches the driver
+        core.receive_datagram(cmd(seq), STATION, clock.advance(MS))
+        core.tick(clock.advance(MS))
+    assert len(driver.calls) == calls and len(driver.applied) == 1
+    assert core.counters.dropped == 5 and core.counters.applied == 1
+    core.receive_datagram(bytes(hb), STATION, clock.advance(MS))
+    out = sent_messages(core)
+    telemetry = [m for t, m, _ in out if t is MessageType.TELEMETRY]
+    answers = [m for t, m, _ in out if t is MessageType.HEARTBEAT]
+    assert telemetry and all(t.mode is RobotMode.HOLDING for t in telemetry)
+    assert answers and answers[-1].mode is RobotMode.HOLDING
+    status = core.status()
+    assert status["mode"] == "holding" and status["driver"]["available"] is False
+    assert status["driver"]["failed_call"] == "apply" and status["driver_errors"] == 3 + 5
+    failures = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 1 and "device gone" in failures[0].getMessage()  # said once
+    driver.gone = False
+    core.receive_datagram(cmd(8), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))  # pending while still unavailable: dropped; read succeeds
+    assert core.driver_available and core.counters.dropped == 6
+    assert any("answers again after" in r.getMessage() for r in caplog.records)
+    core.receive_datagram(cmd(9), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))
+    assert len(driver.applied) == 2 and core.mode is RobotMode.ACTIVE
+    assert core.status()["driver"] == {"name": "RecordingDriver", "available": True,
+                                       "failed_call": None}  # fmt: skip
+
+
+def test_a_driver_that_keeps_failing_is_logged_once_a_second(caplog) -> None:  # type: ignore[no-untyped-def]
+    clock = HandClock(step=1_000)
+    driver = RecordingDriver(fail_apply=True)  # every apply fails, every read works
+    core = RobotCore(driver, EndpointConfig(), clock=clock)
+    core.start(clock.now)
+    for seq in range(1, 501):  # 1 s of commands at 500 Hz
+        core.receive_datagram(cmd(seq), STATION, clock.advance(MS))
+        core.tick(clock.advance(MS))
+    assert core.driver_errors == 500 and driver.names().count("hold") == 500
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len([w for w in warnings if "apply failed" in w]) == 1
+    assert len([w for w in warnings if "answers again after" in w]) == 1
+
+
 def test_close_stops_and_closes_driver() -> None:
     core, driver, _ = make_core()
     core.close()

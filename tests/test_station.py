@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import heapq
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,7 @@ def run(
     fixed_offset: int | None,
     ms: int = 400,
     actuation: int = 4 * MS,
+    every_ms: Callable[[int, RecordingDriver, StationCore], None] | None = None,
 ) -> tuple[StationCore, RobotCore, RecordingDriver]:
     st_clock = HandClock(start=10**12)
     rb_clock = HandClock(start=10**12 + robot_offset)
@@ -73,6 +76,8 @@ def run(
             else:
                 station.receive_datagram(data, t)
         if st_clock.now % MS == 0:
+            if every_ms is not None:
+                every_ms((st_clock.now - 10**12) // MS, driver, station)
             robot.tick(rb_clock.now)
             for data, _addr in robot.datagrams_to_send():
                 net.send("station", data, st_clock.now)
@@ -164,3 +169,42 @@ def test_uplink_loss_counts_from_the_first_telemetry() -> None:
         station.heartbeat(clock.advance(MS))
     station.receive_datagram(telemetry(2, 5_090), clock.now)  # 90 of our 100 arrived
     assert station.summary()["uplink_loss"] == pytest.approx(0.10)
+
+
+def test_station_sees_the_robot_hold_while_its_driver_is_gone_and_resume(caplog) -> None:  # type: ignore[no-untyped-def]
+    def outage(ms: int, driver: RecordingDriver, _station: StationCore) -> None:
+        driver.gone = 200 <= ms < 300  # the driver's device is away for 100 ms
+
+    with caplog.at_level(logging.WARNING):
+        station, robot, _driver = run(
+            up=1 * MS, down=1 * MS, robot_offset=0, fixed_offset=0, ms=500, every_ms=outage
+        )
+    modes = [(c["at_s"], c["mode"]) for c in station.summary()["robot_modes"]]
+    assert [m for _, m in modes] == ["stopped", "active", "holding", "active"], modes
+    at_hold, at_back = modes[2][0], modes[3][0]
+    assert 0.095 <= at_back - at_hold <= 0.110  # the outage, as the station saw it
+    assert robot.counters.dropped >= 95  # every command of the outage arrived and moved nothing
+    assert robot.driver_available and robot.status()["mode"] == "active"
+    said = [r.getMessage() for r in caplog.records if r.name == "telepresence.station"]
+    assert len(said) == 2, said
+    assert "reports HOLDING although commands are being sent" in said[0]
+    assert "active again after" in said[1]
+
+
+def test_station_does_not_warn_when_the_robot_holds_because_commands_stopped(caplog) -> None:  # type: ignore[no-untyped-def]
+    def pause(ms: int, _driver: RecordingDriver, station: StationCore) -> None:
+        station.input = _Silent() if 200 <= ms < 400 else station.input
+
+    with caplog.at_level(logging.WARNING):
+        station, _robot, _driver = run(
+            up=1 * MS, down=1 * MS, robot_offset=0, fixed_offset=0, ms=300, every_ms=pause
+        )
+    assert [c["mode"] for c in station.summary()["robot_modes"]] == ["stopped", "active", "holding"]
+    assert not [r for r in caplog.records if r.name == "telepresence.station"]
+
+
+class _Silent:
+    """An input source with nothing to send."""
+
+    def sample(self, now: int) -> None:
+        return None

@@ -250,11 +250,14 @@ class BridgeLink:
             self.reports_actuation = body.get("reports_actuation") is True
         elif manifest != self.manifest:
             self._awaiting = None  # try again after retry_ns: someone may restart the right one
-            self.problem = (
+            problem = (
                 f"it now reports a different manifest (robot {manifest.robot_id!r}, was "
                 f"{self.manifest.robot_id!r}); restart the endpoint to drive another robot"
             )
-            log.error("driver process at %s: %s", self.name, self.problem)
+            # Said once per mismatch, not at every retry (every retry_ns).
+            level = logging.ERROR if problem != self.problem else logging.DEBUG
+            self.problem = problem
+            log.log(level, "driver process at %s: %s", self.name, problem)
             return
         if self._want_connected:
             self._connect(now)
