@@ -221,16 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="run a simulated arm and a station on loopback and print the latency table",
-        description="Start a robot endpoint (sim-arm) in a child process and a station with "
-        "scripted input in this one, on loopback; drive the arm for --duration seconds and "
-        "print the per-stage latency table (network / compute / device) and the counters.",
+        description="Start a robot endpoint (sim-arm, or the --driver given) in a child process "
+        "and a station with scripted input in this one, on loopback; drive the robot for "
+        "--duration seconds and print the per-stage latency table (network / compute / device) "
+        "and the counters.",
     )
     demo.add_argument(
         "--duration",
         type=options.seconds,
         default=5.0,
         metavar="SECONDS",
-        help="how long to drive the arm (default: 5)",
+        help="how long to drive the robot (default: 5)",
     )
     demo.add_argument(
         "--profile",

@@ -382,6 +382,27 @@ def test_malformed_messages_from_the_driver_process_are_counted_and_ignored(endp
         assert fake.received[:2] == ["hello", "connect"]
 
 
+class _BadManifest:
+    def to_dict(self) -> dict[str, Any]:
+        return {"robot_id": "x", "kind": "arm", "control_modes": ["joint_position"],
+                "control_rate_hz": 500.0, "joints": []}  # fmt: skip
+
+
+def test_a_manifest_the_endpoint_cannot_take_fails_the_start_with_the_reason(endpoint: str) -> None:
+    with FakeDriverProcess(endpoint) as fake:
+        fake.manifest = _BadManifest()  # type: ignore[assignment]
+        driver = make_driver(endpoint, startup_timeout_ms=300)
+        try:
+            with pytest.raises(DriverUnavailable) as err:
+                driver.manifest  # noqa: B018
+        finally:
+            driver.close()
+    message = str(err.value)
+    assert "its last message was malformed" in message, message
+    assert "joint_position control needs at least one joint" in message
+    assert "is it running?" not in message  # it is, and it answered
+
+
 def test_actuation_is_reported_at_apply_when_the_driver_process_reports_none(endpoint: str) -> None:
     with FakeDriverProcess(endpoint) as fake:
         driver = make_driver(endpoint)

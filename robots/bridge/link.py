@@ -213,6 +213,9 @@ class BridgeLink:
             self._handle(mtype, body, now)
         except BridgeProtocolError as exc:
             self.malformed += 1
+            self.heard = True
+            if self.status is not LinkStatus.LIVE:  # what a failed start or re-sync reports
+                self.problem = f"its last message was malformed: {exc}"
             level = logging.WARNING if _power_of_ten(self.malformed) else logging.DEBUG
             log.log(
                 level,
