@@ -228,6 +228,61 @@ def test_round_trip(mtype: MessageType, data: st.DataObject, fields: dict[str, i
         decode(sealed)
 
 
+@pytest.mark.parametrize("mtype", list(MessageType), ids=lambda t: t.name)
+@given(data=st.data(), fields=SEALABLE_HEADERS)
+def test_both_ciphers_seal_and_open_alike(
+    mtype: MessageType, data: st.DataObject, fields: dict[str, int]
+) -> None:
+    # libsodium takes the one-frame paths for joint messages (in-place seal, fused open); the
+    # cryptography cipher always takes the general ones. Same bytes, same messages.
+    message = data.draw(MESSAGES[mtype], label="message")
+    keys = SessionKeys.derive(SECRET, fields["session"])
+    key, session = keys.station_to_robot, fields["session"]
+    stream, seq, sent = fields["stream"], fields["seq"], fields["send_time_ns"]
+    sealed = {
+        backend: Sealer(key, session, backend=backend).seal(
+            message, stream=stream, seq=seq, send_time_ns=sent
+        )
+        for backend in ("libsodium", "cryptography")
+    }
+    assert sealed["libsodium"] == sealed["cryptography"]
+    for backend in ("libsodium", "cryptography"):
+        opener = Opener(key, session, backend=backend)
+        for opened in (opener.open(sealed["libsodium"]),
+                       open_datagram(sealed["libsodium"], {session: opener})):  # fmt: skip
+            assert opened.header == Header(type=mtype, flags=FLAG_AUTHENTICATED, **fields)
+            assert_same(message, opened.message)
+
+
+def test_joint_messages_take_the_one_frame_paths(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # What the data plane sends at the control rate must not fall back to the general paths
+    # (a silent slowdown): with those disabled, it still seals and opens.
+    import telepresence.security as security
+
+    def general(*args: Any, **kw: Any) -> None:
+        raise AssertionError("general path taken")
+
+    keys = SessionKeys.derive(SECRET, SESSION)
+    sealer, opener = keys.sealer(Role.STATION), keys.opener(Role.ROBOT)
+    messages = [
+        JointCommand(positions=np.linspace(-1, 1, 6), gripper=0.5),
+        JointCommand(positions=np.zeros(7)),
+        JointState(positions=np.linspace(0, 1, 6), gripper=None),
+    ]
+    expected = [sealer.seal(m, stream=1, seq=i + 1, send_time_ns=i) for i, m in enumerate(messages)]
+    for name in ("_encode_joints_into", "_encode_into", "_decode_body"):
+        monkeypatch.setattr(security, name, general)
+    sealer = keys.sealer(Role.STATION)
+    for i, m in enumerate(messages):
+        sealed = sealer.seal(m, stream=1, seq=i + 1, send_time_ns=i)
+        assert sealed == expected[i]
+        assert_same(m, opener.open(sealed).message)
+        assert_same(m, open_datagram(sealed, {SESSION: opener}).message)
+    with pytest.raises(AssertionError, match="general path"):  # float32: the general path
+        sealer.seal(JointCommand(positions=np.zeros(6, np.float32)), stream=1, seq=9,
+                    send_time_ns=0)  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------
 # The authenticated example in docs/protocol.md
 

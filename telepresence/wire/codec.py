@@ -344,29 +344,7 @@ def decode_body(mtype: MessageType, body: Buffer) -> Any:
     the decrypted plaintext of an authenticated one. Raises `DecodeError`, and nothing else, for
     any body bytes. Arrays in the result are read-only views of `body` (bytes are taken as they
     are; anything else as `decode` takes it)."""
-    if type(body) is bytes:
-        cls = _JOINT_CLASSES.get(mtype)
-        if cls is not None and len(body) >= _FUSED_BODY_SIZE:
-            present, res8, res16, gripper, n, size, res_a = _unpack_fused_body(body)
-            if (
-                not (res8 or res16 or res_a) and size == 8
-                and _FUSED_BODY_SIZE + 8 * n == len(body)
-                and (present == 4 or (present == 0 and body[4:12] == _ZERO8))
-            ):  # fmt: skip
-                if cls is not JointCommand:
-                    return cls(
-                        positions=_frombuffer(body, _F8, n, _FUSED_BODY_SIZE),
-                        gripper=gripper if present else None,
-                    )
-                message = _new_object(cls)  # as in `_decode_joints_fast`
-                message.positions = _frombuffer(body, _F8, n, _FUSED_BODY_SIZE)
-                message.velocities = message.efforts = None
-                message.gripper = gripper if present else None
-                message.ref = 0
-                return message
-        view = memoryview(body)
-    else:
-        view = _byte_view(body)
+    view = memoryview(body) if type(body) is bytes else _byte_view(body)
     parse = _PARSERS.get(mtype)
     if parse is None:
         raise DecodeError(f"message type {mtype!r} is unknown")
