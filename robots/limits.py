@@ -62,6 +62,46 @@ and anything else takes the full path)."""
 _ndarray = np.ndarray
 
 
+def _never(command: Any) -> bool:
+    return False
+
+
+def _joints_within(
+    lower: tuple[float, ...], upper: tuple[float, ...], gripper: tuple[float, float] | None
+) -> Callable[[Any], bool]:
+    """The guard's fast path for one robot: a function that says whether a `JointCommand` is
+    float64 positions of the right count, all within the limits, with no feed-forward and the
+    gripper absent or within its limits, so that it passes unchanged. The limits are constants
+    in its code (as `dataclasses` and `namedtuple` generate theirs): no loop and no lookups,
+    which on the cold caches between datagrams costs 1.6 µs where a loop over the limits cost
+    1.9 µs. It only ever accepts; anything it does not accept takes the full check."""
+    for limit in (*lower, *upper, *(gripper or ())):
+        if not math.isfinite(limit):  # a manifest's limits are finite; repr must round-trip
+            raise ValueError(f"limit {limit!r} is not finite")
+    n = len(lower)
+    values = ", ".join(f"v{i}" for i in range(n))
+    within = " and ".join(
+        f"{lo!r} <= v{i} <= {hi!r}" for i, (lo, hi) in enumerate(zip(lower, upper, strict=True))
+    )
+    grip = "g is None" if gripper is None else f"g is None or {gripper[0]!r} <= g <= {gripper[1]!r}"
+    source = (
+        "def joints_within(command):\n"
+        "    positions = command.positions\n"
+        "    if (command.velocities is None and command.efforts is None\n"
+        "            and type(positions) is ndarray and positions.dtype is F8\n"
+        "            and positions.shape == SHAPE):\n"
+        f"        {values}, = positions.tolist()\n"
+        f"        if {within}:\n"
+        "            g = command.gripper\n"
+        f"            return {grip}\n"
+        "    return False\n"
+    )
+    namespace: dict[str, Any] = {"ndarray": _ndarray, "F8": _F8, "SHAPE": (n,)}
+    exec(compile(source, f"<CommandGuard fast path, {n} joints>", "exec"), namespace)
+    function: Callable[[Any], bool] = namespace["joints_within"]
+    return function
+
+
 class CommandGuard:
     """Validates and clamps commands against one robot's manifest.
 
@@ -77,11 +117,10 @@ class CommandGuard:
         "_effort_hi",
         "_effort_lo",
         "_gripper",
-        "_joints",
+        "_joints_within",
         "_lower",
         "_n",
         "_robot",
-        "_shape",
         "_upper",
         "_velocity_hi",
         "_velocity_lo",
@@ -92,7 +131,6 @@ class CommandGuard:
         self.manifest = manifest
         self._robot = manifest.robot_id
         self._n = len(manifest.joints)
-        self._shape = (self._n,)
         self._lower = _Limits([j.lower for j in manifest.joints])
         self._upper = _Limits([j.upper for j in manifest.joints])
         vmax = [_finite_limit(j.max_velocity) for j in manifest.joints]
@@ -114,7 +152,11 @@ class CommandGuard:
         )
         modes = set(manifest.control_modes)
         self._checkers = {t: c for t, mode, c in by_type if mode in modes}
-        self._joints = JointCommand in self._checkers
+        self._joints_within = (
+            _joints_within(self._lower.values, self._upper.values, self._gripper)
+            if JointCommand in self._checkers
+            else _never
+        )
 
     def check(self, command: Command) -> tuple[Command, bool]:
         """Validate ``command``; return it (or a clamped copy) and whether anything was clamped."""
@@ -122,25 +164,8 @@ class CommandGuard:
         # no feed-forward, gripper absent or in range. It is here rather than behind the
         # dispatch because the data plane runs it on the cold caches between datagrams, where
         # every call and lookup costs 2-4x its warm time. Anything else takes the full path.
-        if type(command) is JointCommand and self._joints:
-            positions = command.positions
-            if (
-                command.velocities is None
-                and command.efforts is None
-                and type(positions) is _ndarray
-                and positions.dtype is _F8  # identity: `==` costs 0.3-0.6 µs on cold caches
-                and positions.shape == self._shape
-            ):
-                # n values each; a `strict=` keyword alone costs 0.5 µs on cold caches.
-                lower, upper = self._lower.values, self._upper.values
-                for v, low, high in zip(positions.tolist(), lower, upper):  # noqa: B905
-                    if not low <= v <= high:
-                        break
-                else:
-                    g = command.gripper
-                    grip = self._gripper
-                    if g is None or (grip is not None and grip[0] <= g <= grip[1]):
-                        return command, False
+        if type(command) is JointCommand and self._joints_within(command):
+            return command, False
         checker = self._checkers.get(type(command))
         if checker is None:
             return self._unsupported(command)

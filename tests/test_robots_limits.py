@@ -328,3 +328,45 @@ def test_base_output_is_within_limits(vx: float, vy: float, wz: float) -> None:
     assert isinstance(out, BaseVelocityCommand)
     assert abs(out.vx) <= 1.0 and out.vy == 0.0 and abs(out.wz) <= 2.0
     assert clamped == (abs(vx) > 1.0 or vy != 0.0 or abs(wz) > 2.0)
+
+
+near_limits = st.one_of(
+    st.sampled_from([-3.0, -2.9, -1.8, 0.0, -0.0, 1.8, 2.6, 2.9, 3.0, math.nan, math.inf,
+                     -math.inf, np.nextafter(2.9, 3.0), np.nextafter(-2.9, -3.0)]),
+    st.floats(-4.0, 4.0),
+)  # fmt: skip
+
+
+@given(
+    positions=st.lists(near_limits, min_size=5, max_size=7),
+    gripper=st.one_of(st.none(), st.sampled_from([0.0, 1.0, -0.0, 1.5, math.nan]), st.floats()),
+    dtype=st.sampled_from(["<f8", "<f4", ">f8"]),
+    feed_forward=st.booleans(),
+)
+def test_the_fast_path_accepts_exactly_what_passes_unchanged(
+    positions: list[float], gripper: float | None, dtype: str, feed_forward: bool
+) -> None:
+    # The generated fast path only ever accepts; it must accept a command exactly when it is
+    # float64 positions of the joint count, in limits, no feed-forward, gripper None or in limits.
+    array = view(positions, dtype)
+    cmd = JointCommand(
+        positions=array, velocities=view([0.0] * len(positions)) if feed_forward else None,
+        gripper=gripper,
+    )  # fmt: skip
+    values = np.asarray(positions, dtype=np.float64)
+    expected = (
+        dtype == "<f8" and not feed_forward and len(positions) == 6
+        and bool(np.all((values >= LOWER[: len(values)]) & (values <= UPPER[: len(values)])))
+        and (gripper is None or 0.0 <= gripper <= 1.0)
+    )  # fmt: skip
+    assert GUARD._joints_within(cmd) is expected
+    if expected:
+        assert GUARD.check(cmd) == (cmd, False)
+        assert GUARD._check_joint_fully(cmd) == (cmd, False)  # the full check agrees
+
+
+def test_the_fast_path_refuses_non_finite_limits() -> None:
+    from robots.limits import _joints_within
+
+    with pytest.raises(ValueError, match="not finite"):
+        _joints_within((0.0,), (math.inf,), None)
