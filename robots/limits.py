@@ -75,8 +75,12 @@ def _joints_within(
     in its code (as `dataclasses` and `namedtuple` generate theirs): no loop and no lookups,
     which on the cold caches between datagrams costs 1.6 µs where a loop over the limits cost
     1.9 µs. It only ever accepts; anything it does not accept takes the full check."""
+    # As Python floats: repr of a float round-trips exactly (numpy's scalars repr as
+    # ``np.float64(...)``, which the generated code could not evaluate).
+    lower, upper = tuple(map(float, lower)), tuple(map(float, upper))
+    gripper = None if gripper is None else (float(gripper[0]), float(gripper[1]))
     for limit in (*lower, *upper, *(gripper or ())):
-        if not math.isfinite(limit):  # a manifest's limits are finite; repr must round-trip
+        if not math.isfinite(limit):  # a manifest's limits are finite
             raise ValueError(f"limit {limit!r} is not finite")
     n = len(lower)
     values = ", ".join(f"v{i}" for i in range(n))

@@ -17,10 +17,12 @@ Tick: the pending command, if not older than the age limit, feeds the deadman; i
 is applied; entering HOLDING or STOPPED calls the driver's hold or stop. Then the driver is read,
 and at the telemetry rate the state and a TELEMETRY report go to the session in control.
 
-Driver failures: a driver call that raises makes the driver *unavailable* until a `read`
-succeeds again. Meanwhile no command is applied (each is counted as dropped), a failed `apply`
-is followed by one `hold`, and the robot reports HOLDING (or STOPPED, if the deadman says so) in
-its TELEMETRY and heartbeat answers, so the station sees that its commands do not move it.
+Driver failures: a driver call that raises makes the driver *unavailable*, and the core calls
+`hold` once (unless `hold` or `stop` is what failed). It stays unavailable until the call that
+failed works again: an `apply` (each new command is tried, and counted as dropped if it fails)
+or, for any other call, a `read` (commands are dropped untried). Meanwhile the robot reports
+HOLDING where it would report ACTIVE, in its TELEMETRY and heartbeat answers, so the station
+sees that its commands do not move it.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ class _Stamps:
 
 
 _HISTORY = 256  # applied commands remembered while waiting for their actuation report
+_LOG_EVERY_NS = 1_000_000_000  # a driver failure of one kind is logged at most once a second
 # Enum members as module globals: on Python 3.11 `MessageType.HEARTBEAT` goes through the
 # enum's descriptor (60 ns warm, several times that on the cold caches between datagrams).
 _HEARTBEAT = MessageType.HEARTBEAT
@@ -126,6 +129,17 @@ _DUPLICATE, _NEWEST, _TOO_OLD = SeqVerdict.DUPLICATE, SeqVerdict.NEWEST, SeqVerd
 _ACTIVE = RobotMode.ACTIVE
 _ARRIVALS = 256  # arrival times of accepted commands kept for `command_arrivals`
 _HEARTBEAT_ANSWER_NS = 50_000_000  # at most one heartbeat answer per path every 50 ms
+
+
+@dataclass
+class _DriverFault:
+    """The driver is unavailable: which call failed first, when, the error count then, and
+    whether the failure was logged."""
+
+    call: str
+    since: int
+    errors: int
+    logged: bool
 
 
 class SecureSessions:
@@ -170,9 +184,8 @@ class RobotCore:
         self.counters = Counters()
         """What became of the datagrams received; sent in every TELEMETRY."""
         self.driver_errors = 0
-        self._driver_down: tuple[str, int, int, bool] | None = None
-        """While the driver is unavailable: the call that failed first, when, the error count
-        then, and whether that was logged."""
+        self._driver_down: _DriverFault | None = None
+        """Set while the driver is unavailable."""
         self._driver_logged: dict[str, int] = {}
         self.deadman = Deadman(round(config.hold_after_s * 1e9), round(config.stop_after_s * 1e9))
         self._clock = clock
@@ -358,11 +371,12 @@ class RobotCore:
             else:
                 self.deadman.feed(pending.received_ns)
         change = self.deadman.poll(now)
+        down = self._driver_down
         if pending is not None:
-            if self._driver_down is not None:
+            if down is not None and down.call != "apply":
                 self.counters.dropped += 1  # the driver is unavailable: nothing is applied
             elif self.deadman.mode is RobotMode.ACTIVE:
-                self._apply(pending, now)
+                self._apply(pending, now)  # after a failed apply, each command is the probe
             else:
                 self.counters.stale += 1
         if change is RobotMode.HOLDING:
@@ -372,13 +386,17 @@ class RobotCore:
             log.info("no valid command for %.0f ms: stopping", self.config.stop_after_s * 1e3)
             self._call_driver(self.driver.stop, now)
         elif change is RobotMode.ACTIVE:
-            log.info("commands arriving: active")
+            log.info(
+                "commands arriving: active" if self._driver_down is None
+                else "commands arriving, but the driver is unavailable: holding"
+            )  # fmt: skip
         try:
             self._state = self.driver.read(now)
         except Exception as exc:
             self._driver_failed("read", exc, now)
         else:
-            if self._driver_down is not None:
+            down = self._driver_down
+            if down is not None and down.call != "apply":
                 self._driver_back(now)
             self._note_actuation(self._state)
         if now >= self._next_telemetry:
@@ -395,9 +413,11 @@ class RobotCore:
         try:
             self.driver.apply(p.command, now)
         except Exception as exc:
+            self.counters.dropped += 1  # it never reached the driver
             self._driver_failed("apply", exc, now)
-            self._call_driver(self.driver.hold, now)
             return
+        if self._driver_down is not None and self._driver_down.call == "apply":
+            self._driver_back(now)
         applied = now  # the driver's timeline: the command was applied at the tick's `now`
         c = self.counters
         c.applied += 1
@@ -429,38 +449,47 @@ class RobotCore:
             self._driver_failed(method.__name__, exc, now)
 
     def _driver_failed(self, what: str, exc: Exception, now: int) -> None:
-        """Count a driver failure. The first one makes the driver unavailable until a `read`
-        succeeds; that is logged (the traceback the first time each call fails), at most once
-        a second per call, and so is the recovery after it. Further failures are only counted."""
+        """Count a driver failure. The first one makes the driver unavailable and holds the
+        robot. It is logged (the traceback the first time each call fails) unless the same call
+        failed less than a second before, in which case an outage still going on after a
+        second is logged then; the recovery is logged when the failure was."""
         self.driver_errors += 1
-        if self._driver_down is not None:
+        down = self._driver_down
+        if down is not None:
+            if not down.logged and now - down.since >= _LOG_EVERY_NS:
+                down.logged = True
+                log.warning(
+                    "driver %s: %s failing for %.0f ms (%d failed calls): holding; commands are "
+                    "not applied until it works again",
+                    type(self.driver).__name__, down.call, (now - down.since) / 1e6,
+                    self.driver_errors - down.errors + 1,
+                )  # fmt: skip
             return
         last = self._driver_logged.get(what)
-        logged = last is None or now - last >= 1_000_000_000
-        self._driver_down = (what, now, self.driver_errors, logged)
-        if not logged:
-            return
-        self._driver_logged[what] = now
-        log.warning(
-            "driver %s: %s failed (%s): holding; commands are not applied until the driver "
-            "answers again",
-            type(self.driver).__name__,
-            what,
-            exc,
-            exc_info=last is None,
-        )
+        logged = last is None or now - last >= _LOG_EVERY_NS
+        self._driver_down = _DriverFault(what, now, self.driver_errors, logged)
+        if logged:
+            self._driver_logged[what] = now
+            log.warning(
+                "driver %s: %s failed (%s): holding; commands are not applied until it works again",
+                type(self.driver).__name__,
+                what,
+                exc,
+                exc_info=last is None,
+            )
+        if what not in ("hold", "stop"):
+            self._call_driver(self.driver.hold, now)
 
     def _driver_back(self, now: int) -> None:
-        assert self._driver_down is not None
-        _, since, errors, logged = self._driver_down
+        down = self._driver_down
+        assert down is not None
         self._driver_down = None
-        if logged:
+        if down.logged:
             log.warning(
-                "driver %s answers again after %.0f ms (%d failed calls): commands are applied "
-                "again",
+                "driver %s works again after %.0f ms (%d failed calls): commands are applied again",
                 type(self.driver).__name__,
-                (now - since) / 1e6,
-                self.driver_errors - errors + 1,
+                (now - down.since) / 1e6,
+                self.driver_errors - down.errors + 1,
             )
 
     # -- send path ------------------------------------------------------------------------
@@ -564,7 +593,7 @@ class RobotCore:
             "driver": {
                 "name": type(self.driver).__name__,
                 "available": down is None,
-                "failed_call": None if down is None else down[0],
+                "failed_call": None if down is None else down.call,
                 **own,
             },
         }

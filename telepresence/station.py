@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 _PATH_DEAD_NS = 500_000_000  # a path silent this long (others not) counts as down
 _RING = 1 << 16  # commands remembered for matching telemetry (131 s at 500 Hz)
 _MODES_KEPT = 1000  # robot mode changes kept for the summary
-_COMMANDING_NS = 20_000_000  # a command sent this recently: the station is commanding
+_COMMANDING_MIN_NS = 20_000_000  # commanding: a command sent within 3 periods, at least this
+_WARN_EVERY_NS = 5_000_000_000  # "the robot does not move" at most this often
 
 InputFactory = Callable[[RobotView, int], InputSource]
 
@@ -136,8 +137,11 @@ class StationCore:
         self._first_telemetry_seq: int | None = None
         self.robot_modes: list[tuple[int, RobotMode]] = []
         """The robot's safety state as its TELEMETRY reported it: (arrival, mode) at each change."""
+        self._robot_mode: RobotMode | None = None
         self._last_command_ns: int | None = None
         self._not_moving_since: int | None = None
+        self._warned_ns: int | None = None
+        self._commanding_ns = max(_COMMANDING_MIN_NS, round(3e9 / config.control_rate_hz))
         self._loss_base = (0, 0)
 
     # -- send ------------------------------------------------------------------------------
@@ -250,22 +254,24 @@ class StationCore:
 
     def _note_mode(self, mode: RobotMode, now: int) -> None:
         """Keep the robot's mode changes; warn when it stops moving while commands are sent."""
-        if self.robot_modes and self.robot_modes[-1][1] is mode:
+        was = self._robot_mode
+        if mode is was:
             return
-        was = self.robot_modes[-1][1] if self.robot_modes else None
+        self._robot_mode = mode
         if len(self.robot_modes) < _MODES_KEPT:
             self.robot_modes.append((now, mode))
         commanding = self._last_command_ns is not None and (
-            self._clock() - self._last_command_ns < _COMMANDING_NS
+            self._clock() - self._last_command_ns < self._commanding_ns
         )
         if was is RobotMode.ACTIVE and mode is not RobotMode.ACTIVE and commanding:
-            self._not_moving_since = now
-            log.warning(
-                "the robot reports %s although commands are being sent: they do not move it "
-                "(its driver may be unavailable, or the commands do not reach it; see the "
-                "robot's log and its counters)",
-                mode.name,
-            )
+            if self._warned_ns is None or now - self._warned_ns >= _WARN_EVERY_NS:
+                self._warned_ns = self._not_moving_since = now
+                log.warning(
+                    "the robot reports %s although commands are being sent: they do not move "
+                    "it (its driver may be unavailable, or the commands do not reach it; see "
+                    "the robot's log and its counters)",
+                    mode.name,
+                )
         elif mode is RobotMode.ACTIVE and self._not_moving_since is not None:
             log.warning(
                 "the robot is active again after %.0f ms", (now - self._not_moving_since) / 1e6

@@ -46,6 +46,7 @@ class RecordingDriver(Driver):
         super().__init__()
         self.gone = False
         """Set True: every call but `close` raises, as a driver whose device went away."""
+        self.fail_read = False
         self.calls: list[tuple[str, int]] = []
         self.applied: list[Command] = []
         self.delay_ns = delay_ns
@@ -93,6 +94,8 @@ class RecordingDriver(Driver):
 
     def read(self, now_ns: int) -> RobotState:
         self._check()
+        if self.fail_read:
+            raise OSError("sensor bus timeout")
         while self._pending and self._pending[0][1] <= now_ns:
             self._actuated = self._pending.pop(0)
         ref, at = self._actuated if self._actuated else (None, None)

@@ -541,5 +541,5 @@ def test_the_station_sees_the_robot_hold_while_its_driver_process_is_down(
     assert status["counters"]["dropped"] > 0  # commands that arrived while it was down
     assert status["driver"]["losses"] == 1 and status["driver"]["recoveries"] == 1, status
     assert status["driver"]["available"] and status["driver"]["problem"] in ("", None)
-    assert "failed" in rb_err and "answers again after" in rb_err
+    assert "failed" in rb_err and "works again after" in rb_err
     assert "losses 1, recoveries 1" in rb_out  # in the summary it prints, too

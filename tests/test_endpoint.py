@@ -275,12 +275,12 @@ def test_unavailable_driver_applies_nothing_reports_holding_and_recovers(caplog)
     assert core.driver_errors == 3 and driver.names()[-2:] == ["apply", "hold"]
     assert not core.driver_available and core.mode is RobotMode.HOLDING
     sent_messages(core)
-    calls = len(driver.calls)
-    for seq in range(3, 8):  # commands keep arriving: none reaches the driver
+    for seq in range(3, 8):  # commands keep arriving: each is tried once, none gets through
         core.receive_datagram(cmd(seq), STATION, clock.advance(MS))
         core.tick(clock.advance(MS))
-    assert len(driver.calls) == calls and len(driver.applied) == 1
-    assert core.counters.dropped == 5 and core.counters.applied == 1
+    assert driver.names()[-5:] == ["apply"] * 5 and driver.names().count("hold") == 1
+    assert len(driver.applied) == 1 and core.counters.applied == 1
+    assert core.counters.dropped == 6  # commands 2-7: none reached the robot
     core.receive_datagram(bytes(hb), STATION, clock.advance(MS))
     out = sent_messages(core)
     telemetry = [m for t, m, _ in out if t is MessageType.TELEMETRY]
@@ -289,33 +289,75 @@ def test_unavailable_driver_applies_nothing_reports_holding_and_recovers(caplog)
     assert answers and answers[-1].mode is RobotMode.HOLDING
     status = core.status()
     assert status["mode"] == "holding" and status["driver"]["available"] is False
-    assert status["driver"]["failed_call"] == "apply" and status["driver_errors"] == 3 + 5
+    assert status["driver"]["failed_call"] == "apply" and status["driver_errors"] == 3 + 2 * 5
     failures = [r for r in caplog.records if "failed" in r.getMessage()]
     assert len(failures) == 1 and "device gone" in failures[0].getMessage()  # said once
     driver.gone = False
     core.receive_datagram(cmd(8), STATION, clock.advance(MS))
-    core.tick(clock.advance(MS))  # pending while still unavailable: dropped; read succeeds
-    assert core.driver_available and core.counters.dropped == 6
-    assert any("answers again after" in r.getMessage() for r in caplog.records)
-    core.receive_datagram(cmd(9), STATION, clock.advance(MS))
-    core.tick(clock.advance(MS))
-    assert len(driver.applied) == 2 and core.mode is RobotMode.ACTIVE
+    core.tick(clock.advance(MS))  # the next command is the probe: it is applied
+    assert core.driver_available and len(driver.applied) == 2 and core.mode is RobotMode.ACTIVE
+    assert any("works again after" in r.getMessage() for r in caplog.records)
     assert core.status()["driver"] == {"name": "RecordingDriver", "available": True,
                                        "failed_call": None}  # fmt: skip
 
 
-def test_a_driver_that_keeps_failing_is_logged_once_a_second(caplog) -> None:  # type: ignore[no-untyped-def]
+def test_a_driver_whose_apply_keeps_failing_is_reported_holding(caplog) -> None:  # type: ignore[no-untyped-def]
     clock = HandClock(step=1_000)
     driver = RecordingDriver(fail_apply=True)  # every apply fails, every read works
-    core = RobotCore(driver, EndpointConfig(), clock=clock)
+    core = RobotCore(driver, EndpointConfig(telemetry_rate_hz=100), clock=clock)
     core.start(clock.now)
-    for seq in range(1, 501):  # 1 s of commands at 500 Hz
+    core.receive_datagram(cmd(1), STATION, clock.advance(MS))  # a peer for the telemetry
+    for seq in range(2, 502):  # 1 s of commands at 500 Hz
         core.receive_datagram(cmd(seq), STATION, clock.advance(MS))
         core.tick(clock.advance(MS))
-    assert core.driver_errors == 500 and driver.names().count("hold") == 500
+    assert core.driver_errors == 500 and core.counters.dropped == 500 and core.counters.applied == 0
+    assert driver.names().count("hold") == 1  # once, when it first failed
+    assert core.mode is RobotMode.HOLDING and not core.driver_available
+    telemetry = [m for t, m, _ in sent_messages(core) if t is MessageType.TELEMETRY]
+    assert len(telemetry) >= 90 and all(t.mode is RobotMode.HOLDING for t in telemetry)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len([w for w in warnings if "apply failed" in w]) == 1
-    assert len([w for w in warnings if "answers again after" in w]) == 1
+    assert len(warnings) == 1 and "apply failed" in warnings[0]
+
+
+def test_a_failing_read_holds_the_robot_and_drops_commands_untried(caplog) -> None:  # type: ignore[no-untyped-def]
+    core, driver, clock = make_core()
+    core.receive_datagram(cmd(1), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))
+    driver.fail_read = True
+    core.tick(clock.advance(MS))
+    assert driver.names()[-1] == "hold" and not core.driver_available
+    for seq in range(2, 12):
+        core.receive_datagram(cmd(seq), STATION, clock.advance(MS))
+        core.tick(clock.advance(MS))
+    assert driver.names().count("apply") == 1 and core.counters.dropped == 10
+    driver.fail_read = False
+    core.tick(clock.advance(MS))
+    assert core.driver_available
+    core.receive_datagram(cmd(12), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))
+    assert driver.names().count("apply") == 2 and core.mode is RobotMode.ACTIVE
+
+
+def test_an_outage_right_after_a_logged_failure_is_still_logged(caplog) -> None:  # type: ignore[no-untyped-def]
+    core, driver, clock = make_core()
+    clock.step = 0
+    driver.fail_apply = True
+    core.receive_datagram(cmd(1), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))  # a one-command failure, logged ...
+    driver.fail_apply = False
+    core.receive_datagram(cmd(2), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))  # ... and over
+    driver.gone = True  # 10 ms later, a long outage of the same call
+    for seq in range(3, 1003):
+        core.receive_datagram(cmd(seq), STATION, clock.advance(MS))
+        core.tick(clock.advance(MS))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("apply failing for" in m for m in said), said
+    driver.gone = False
+    core.receive_datagram(cmd(1003), STATION, clock.advance(MS))
+    core.tick(clock.advance(MS))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("works again after" in m for m in said) == 2, said
 
 
 def test_close_stops_and_closes_driver() -> None:

@@ -370,3 +370,18 @@ def test_the_fast_path_refuses_non_finite_limits() -> None:
 
     with pytest.raises(ValueError, match="not finite"):
         _joints_within((0.0,), (math.inf,), None)
+
+
+def test_limits_given_as_numpy_scalars_work_in_the_fast_path() -> None:
+    manifest = Manifest(
+        robot_id="np-0", kind="arm", control_modes=(ControlMode.JOINT_POSITION,),
+        control_rate_hz=500.0,
+        joints=tuple(JointSpec(name=f"j{i}", lower=np.float64(-1), upper=np.float32(1),
+                               max_velocity=np.float64(2)) for i in range(3)),
+        gripper=GripperSpec(lower=np.float64(0), upper=np.float64(1)),
+    )  # fmt: skip
+    guard = CommandGuard(manifest)
+    inside = JointCommand(positions=view([0.5, -0.5, 1.0]), gripper=np.float64(0.5))
+    assert guard._joints_within(inside) and guard.check(inside) == (inside, False)
+    outside = JointCommand(positions=view([0.5, -0.5, 1.5]), gripper=0.5)
+    assert not guard._joints_within(outside) and guard.check(outside)[1] is True

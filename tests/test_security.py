@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import struct
 from typing import Any
@@ -252,6 +253,70 @@ def test_both_ciphers_seal_and_open_alike(
                        open_datagram(sealed["libsodium"], {session: opener})):  # fmt: skip
             assert opened.header == Header(type=mtype, flags=FLAG_AUTHENTICATED, **fields)
             assert_same(message, opened.message)
+
+
+@pytest.mark.parametrize("backend", ["libsodium", "cryptography"])
+def test_a_repeated_sequence_number_is_refused_on_either_path(backend: str) -> None:
+    keys = SessionKeys.derive(SECRET, SESSION)
+    sealer = Sealer(keys.station_to_robot, SESSION, backend=backend)
+    command = JointCommand(positions=np.zeros(6), gripper=0.5)  # the fast path's kind
+    first = sealer.seal(command, stream=1, seq=5, send_time_ns=0)
+    for seq in (5, 4, None):
+        with pytest.raises(LocalProtocolError):
+            sealer.seal(command, stream=1, seq=seq, send_time_ns=0)  # type: ignore[arg-type]
+    assert sealer._last == {1: 5}
+    again = Sealer(keys.station_to_robot, SESSION, backend=backend)
+    assert again.seal(command, stream=1, seq=5, send_time_ns=0) == first
+    assert sealer.seal(command, stream=2, seq=1, send_time_ns=0)  # per stream
+
+
+_FUSED_BODY = struct.Struct("<BBHdHBB")
+
+
+@st.composite
+def fused_bodies(draw: st.DrawFn) -> tuple[int, bytes]:
+    """Joint bodies in or near the fused layout: a bad bit, field, count or length here and
+    there."""
+    mtype = draw(st.sampled_from([MessageType.JOINT_COMMAND, MessageType.JOINT_STATE]))
+    n = draw(st.sampled_from([0, 1, 3, 6]))
+    count = max(0, n + draw(st.sampled_from([0, 0, 0, 1, -1])))
+    body = (
+        _FUSED_BODY.pack(
+            draw(st.sampled_from([0, 4, 4, 1, 5, 8, 0x84])),
+            draw(st.sampled_from([0, 0, 0, 1])),
+            draw(st.sampled_from([0, 0, 0, 2])),
+            draw(st.sampled_from([0.0, -0.0, 0.5, math.nan, math.inf, 5e-324])),
+            count,
+            draw(st.sampled_from([8, 8, 8, 4, 0])),
+            draw(st.sampled_from([0, 0, 0, 1])),
+        )
+        + np.linspace(-1, 1, n).tobytes()
+    )
+    body += draw(st.sampled_from([b"", b"", b"", bytes(8)]))
+    return int(mtype), body[: draw(st.integers(0, len(body)))] if draw(st.booleans()) else body
+
+
+@FUZZ
+@given(case=fused_bodies())
+def test_the_fused_open_agrees_with_the_general_parser(case: tuple[int, bytes]) -> None:
+    mtype, body = case
+    header = bytearray(HEADER_SIZE)
+    struct.pack_into("<2sBBHHIHHQq", header, 0, b"TP", VERSION, mtype, FLAG_AUTHENTICATED, 1,
+                     SESSION, len(body) + AUTH_TAG_SIZE, 0, 3, 4)  # fmt: skip
+    key = SessionKeys.derive(SECRET, SESSION).station_to_robot
+    data = bytes(header) + ChaCha20Poly1305(key).encrypt(nonce(1, 3), body, bytes(header))
+
+    def outcome(open_: Any) -> tuple[str, str]:
+        try:
+            return "ok", repr(open_())
+        except DecodeError as exc:
+            return "malformed", type(exc).__name__
+
+    for backend in ("libsodium", "cryptography"):
+        opener = Opener(key, SESSION, backend=backend)
+        general = outcome(lambda o=opener: decode_body(MessageType(mtype), o.unseal(data)[1]))
+        assert outcome(lambda o=opener: o.open(data).message) == general
+        assert outcome(lambda o=opener: open_datagram(data, {SESSION: o}).message) == general
 
 
 def test_joint_messages_take_the_one_frame_paths(monkeypatch) -> None:  # type: ignore[no-untyped-def]

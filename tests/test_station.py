@@ -208,3 +208,33 @@ class _Silent:
 
     def sample(self, now: int) -> None:
         return None
+
+
+def test_a_flapping_robot_is_warned_about_at_most_every_5_s_and_modes_stay_tracked(caplog) -> None:  # type: ignore[no-untyped-def]
+    from robots.api import JointState
+    from telepresence.streams import Stream
+    from telepresence.wire import Counters, RobotMode, Telemetry, encode
+
+    clock = HandClock(start=10**12)
+    station = StationCore(
+        StationConfig(session=7), lambda v, n: ScriptedInput(v, {}, n), clock=clock
+    )
+    seqs = {Stream.TELEMETRY: 0, Stream.JOINT_STATE: 0}
+
+    def send(message: object, stream: Stream) -> None:
+        seqs[stream] += 1
+        data = encode(message, stream=stream, session=7, seq=seqs[stream], send_time_ns=0)
+        station.receive_datagram(bytes(data), clock.now)
+
+    send(JointState(positions=np.zeros(6), gripper=0.5), Stream.JOINT_STATE)
+    with caplog.at_level(logging.WARNING):
+        for i in range(2000):  # 20 s: the robot flips between ACTIVE and HOLDING every 10 ms
+            assert station.tick(clock.advance(10 * MS)) is not None  # commanding all along
+            mode = RobotMode.HOLDING if i % 2 else RobotMode.ACTIVE
+            send(Telemetry(mode=mode, counters=Counters()), Stream.TELEMETRY)
+    said = [r.getMessage() for r in caplog.records if r.name == "telepresence.station"]
+    not_moving = [m for m in said if "although commands are being sent" in m]
+    assert 4 <= len(not_moving) <= 5, said  # 20 s, at most one every 5 s
+    assert len(said) == 2 * len(not_moving)  # each followed by "active again"
+    assert len(station.robot_modes) == 1000  # kept for the summary, then no more
+    assert station.summary()["robot_mode"] == "holding"

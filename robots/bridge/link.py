@@ -214,7 +214,7 @@ class BridgeLink:
         except BridgeProtocolError as exc:
             self.malformed += 1
             self.heard = True
-            if self.status is not LinkStatus.LIVE:  # what a failed start or re-sync reports
+            if self.manifest is None:  # what a failed start reports (a re-sync keeps its reason)
                 self.problem = f"its last message was malformed: {exc}"
             level = logging.WARNING if _power_of_ten(self.malformed) else logging.DEBUG
             log.log(
@@ -253,9 +253,14 @@ class BridgeLink:
             self.reports_actuation = body.get("reports_actuation") is True
         elif manifest != self.manifest:
             self._awaiting = None  # try again after retry_ns: someone may restart the right one
+            what = (
+                f"robot {manifest.robot_id!r}, was {self.manifest.robot_id!r}"
+                if manifest.robot_id != self.manifest.robot_id
+                else f"robot {manifest.robot_id!r} with other joints, limits, modes or sensors"
+            )
             problem = (
-                f"it now reports a different manifest (robot {manifest.robot_id!r}, was "
-                f"{self.manifest.robot_id!r}); restart the endpoint to drive another robot"
+                f"it now reports a different manifest ({what}); restart the endpoint to drive "
+                "another robot"
             )
             # Said once per mismatch, not at every retry (every retry_ns).
             level = logging.ERROR if problem != self.problem else logging.DEBUG
