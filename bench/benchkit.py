@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 PEERS = Path(__file__).with_name("peers.py")
 
@@ -43,15 +44,25 @@ def check_targets(
     what: str,
     *,
     unit: str = "x",
+    open_target: str | None = None,
 ) -> None:
-    """Fail naming every measured ratio above its target (upper bounds)."""
+    """Fail naming every measured ratio above its target (upper bounds).
+
+    `open_target` marks a target the runtime does not meet under every condition of this
+    machine, with why: a miss is then reported as an expected failure carrying the measured
+    numbers (visible in every run's summary, and in docs/benchmarks.md), while every other
+    check of the benchmark still fails hard.
+    """
     missed = [
         f"{key} {measured[key]}{unit} > {limit}{unit}" for key, limit in targets.items()
         if not measured[key] <= limit
     ]  # fmt: skip
     if not missed:
         return
-    raise TargetMissed(f"{what}: " + ", ".join(missed))
+    message = f"{what}: " + ", ".join(missed)
+    if open_target is not None:
+        pytest.xfail(f"{message} (open target: {open_target})")
+    raise TargetMissed(message)
 
 
 def percentiles_us(samples_ns: Sequence[int] | np.ndarray) -> dict[str, float]:
