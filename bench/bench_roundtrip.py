@@ -64,7 +64,8 @@ def _client(address: tuple[str, int]) -> socket.socket:
     return sock
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per attempt: a rerun's sequence numbers start again at 1, and a server that
+# kept its window from the first attempt would drop them all as stale
 def servers() -> Iterator[tuple[tuple[str, int], tuple[str, int], int | None]]:
     cpus = two_cpus()
     peer_cpu = cpus[1] if cpus else None
