@@ -260,6 +260,16 @@ def stall_residual_us(gaps: Sequence[int], span_ns: int, q: float) -> float:
     return round(float(x[i]) / 1e3, 2)
 
 
+def _bound_udp(rcvbuf: int | None) -> socket.socket:
+    """A UDP socket bound to a free loopback port, for a child process to serve on (no race
+    for the port: the child inherits the socket)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class Peer:
     """A child process of `peers.py` serving on a UDP socket bound here (no port race)."""
 
@@ -272,10 +282,7 @@ class Peer:
         rcvbuf: int | None = None,
         ready_timeout: float = 20.0,
     ) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind(("127.0.0.1", 0))
+        sock = _bound_udp(rcvbuf)
         self.address: tuple[str, int] = sock.getsockname()
         cmd = [sys.executable, str(PEERS), mode, str(sock.fileno()), *args]
         if cpu is not None:
@@ -340,10 +347,7 @@ class RelayProcess:
         cpu: int | None = None,
         rcvbuf: int | None = None,
     ) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind(("127.0.0.1", 0))
+        sock = _bound_udp(rcvbuf)
         self.address: tuple[str, int] = sock.getsockname()
         self._json = tmp / f"relay-{self.address[1]}.json"
         self._log = tmp / f"relay-{self.address[1]}.log"

@@ -139,47 +139,6 @@ async def serve_aead_floor(sock: socket.socket, keys: Any, backend: str | None) 
     await _serve_protocol(sock, Floor)
 
 
-async def serve_runtime(sock: socket.socket) -> None:
-    from robots.sim_arm import SimArm
-    from telepresence.endpoint import EndpointConfig, RobotCore
-    from telepresence.udp import open_udp
-    from telepresence.wire import encode
-
-    core = RobotCore(SimArm(), EndpointConfig(control_rate_hz=1000.0), clock=time.monotonic_ns)
-    core.start(time.monotonic_ns())
-    monotonic_ns = time.monotonic_ns
-    receive = core.receive_datagram
-    seq = 0
-
-    def on_datagram(data: bytes, addr: Any, now: int) -> None:
-        nonlocal seq
-        receive(data, addr, now)
-        # What the control tick does first: take the freshest command out of the pending slot.
-        pending, core._pending = core._pending, None
-        if pending is None:  # malformed, duplicate, stale or rejected: counted, no reply
-            return
-        header = pending.header
-        seq += 1
-        # Echo: the runtime re-encodes the command it decoded and checked, with its own header.
-        reply = encode(
-            pending.command, stream=header.stream, session=header.session, seq=seq,
-            send_time_ns=monotonic_ns(),
-        )  # fmt: skip
-        udp.send(reply, addr)
-
-    udp = await open_udp(on_datagram, sock=sock)
-    print("ready", flush=True)
-    try:
-        await _until_stdin_closes()
-    finally:
-        assert udp.transport is not None
-        udp.transport.close()
-        core.close()
-    if udp.handler_errors:
-        print(f"handler errors: {udp.handler_errors}", file=sys.stderr, flush=True)
-        raise SystemExit(1)
-
-
 def serve_sink(sock: socket.socket) -> None:
     sock.setblocking(True)
     print("ready", flush=True)
@@ -292,7 +251,8 @@ class _Stages:
 
 
 async def serve_echo(sock: socket.socket, keys: Any, stages: bool) -> None:
-    """``secure`` (keys given) and ``runtime-stages`` (keys None): see the module docstring."""
+    """``runtime`` and ``runtime-stages`` (keys None, without and with stage timing) and
+    ``secure`` (keys given): see the module docstring."""
     import telepresence.endpoint
     from telepresence.udp import open_udp
     from telepresence.wire import encode
@@ -494,14 +454,14 @@ def main(argv: list[str]) -> int:
         keys = _session_keys(args.secret, args.session)
     if mode == "aead-floor":
         serve: Any = serve_aead_floor(sock, keys, args.aead)
-    elif mode in ("secure", "runtime-stages"):
+    elif mode in ("runtime", "secure", "runtime-stages"):
         serve = serve_echo(sock, keys, args.stages or mode == "runtime-stages")
     elif mode == "receiver":
         if not args.path:
             parser.error("receiver needs --path bare|plain|secure")
         serve = serve_receiver(sock, args.path, keys)
     else:
-        serve = {"bare": serve_bare, "runtime": serve_runtime}[mode](sock)
+        serve = serve_bare(sock)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve)
     return 0

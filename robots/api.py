@@ -363,8 +363,9 @@ class Driver(ABC):
     entry-point group ``telepresence.robots``.
 
     Every method except the constructor and `manifest` may raise; the endpoint reports the
-    error with the driver's name and, for `apply`, holds the robot. From a call that raised
-    until a `read` succeeds, the endpoint applies no command and reports the robot as holding.
+    error with the driver's name and holds the robot; until the failed call works again (an
+    `apply`, or for any other call a `read`) it applies no command and reports the robot as
+    holding (docs/drivers.md §2).
     """
 
     config_class: ClassVar[type[DriverConfig]] = DriverConfig

@@ -74,14 +74,13 @@ def _joints_within(
     gripper absent or within its limits, so that it passes unchanged. The limits are constants
     in its code (as `dataclasses` and `namedtuple` generate theirs): no loop and no lookups,
     which on the cold caches between datagrams costs 1.6 µs where a loop over the limits cost
-    1.9 µs. It only ever accepts; anything it does not accept takes the full check."""
-    # As Python floats: repr of a float round-trips exactly (numpy's scalars repr as
-    # ``np.float64(...)``, which the generated code could not evaluate).
-    lower, upper = tuple(map(float, lower)), tuple(map(float, upper))
-    gripper = None if gripper is None else (float(gripper[0]), float(gripper[1]))
+    1.9 µs. It only ever accepts; anything it does not accept takes the full check.
+
+    The limits must be finite Python floats: their repr is what the code holds, and it
+    round-trips exactly (a numpy scalar's would read ``np.float64(...)``)."""
     for limit in (*lower, *upper, *(gripper or ())):
-        if not math.isfinite(limit):  # a manifest's limits are finite
-            raise ValueError(f"limit {limit!r} is not finite")
+        if type(limit) is not float or not math.isfinite(limit):
+            raise ValueError(f"limit {limit!r} is not a finite float")
     n = len(lower)
     values = ", ".join(f"v{i}" for i in range(n))
     within = " and ".join(
@@ -142,7 +141,7 @@ class CommandGuard:
         self._velocity_lo, self._velocity_hi = _Limits([-v for v in vmax]), _Limits(vmax)
         self._effort_lo, self._effort_hi = _Limits([-e for e in emax]), _Limits(emax)
         grip = manifest.gripper
-        self._gripper = (grip.lower, grip.upper) if grip is not None else None
+        self._gripper = (float(grip.lower), float(grip.upper)) if grip is not None else None
         base = manifest.base
         self._base = (
             (_finite_limit(base.max_linear), _finite_limit(base.max_angular), base.holonomic)

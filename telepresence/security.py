@@ -247,12 +247,9 @@ class Sealer:
         kind = _fused_type(type(message))
         raw = self._in_place
         if kind is not None and raw is not None:
-            # The data plane's hot path, in one frame: a joint message of the fused layout
-            # (float64 positions only), sealed in place by libsodium. Every call and lookup
-            # costs 2-4x its warm time on the cold caches between datagrams. Anything else, or
-            # anything the layout cannot carry, takes the general path below, which encodes or
-            # refuses it as `encode` does (tests/test_security.py checks both give the same
-            # bytes).
+            # The hot path (module docstring): a joint message of the fused layout, float64
+            # positions only, sealed in place. Anything else, or anything the layout cannot
+            # carry, takes the general path below, which encodes or refuses it as `encode` does.
             positions = message.positions  # type: ignore[attr-defined]
             if (
                 message.velocities is None  # type: ignore[attr-defined]

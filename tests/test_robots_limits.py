@@ -368,8 +368,10 @@ def test_the_fast_path_accepts_exactly_what_passes_unchanged(
 def test_the_fast_path_refuses_non_finite_limits() -> None:
     from robots.limits import _joints_within
 
-    with pytest.raises(ValueError, match="not finite"):
+    with pytest.raises(ValueError, match="not a finite float"):
         _joints_within((0.0,), (math.inf,), None)
+    with pytest.raises(ValueError, match="not a finite float"):
+        _joints_within((0.0,), (1.0,), (np.float64(0), 1.0))
 
 
 def test_limits_given_as_numpy_scalars_work_in_the_fast_path() -> None:
