@@ -235,6 +235,19 @@ DEFAULT_BACKEND = next(iter(BACKENDS))
 """``libsodium`` when it loaded, else ``cryptography``."""
 
 
+def sodium_function_addresses() -> tuple[int, int] | None:
+    """The C addresses of libsodium's ``crypto_aead_chacha20poly1305_ietf_encrypt`` and
+    ``_decrypt`` (for ``telepresence._native``, which calls them itself), or None when the
+    libsodium backend did not load."""
+    if SODIUM_UNAVAILABLE:
+        return None
+    encrypt, decrypt = (
+        int(_ffi.cast("uintptr_t", _ffi.addressof(_lib, f"crypto_aead_chacha20poly1305_ietf_{op}")))
+        for op in ("encrypt", "decrypt")
+    )
+    return encrypt, decrypt
+
+
 def cipher(key: bytes, backend: str | None = None) -> Cipher:
     """A ChaCha20-Poly1305 cipher for `key` (32 bytes), from `backend` (default: `DEFAULT_BACKEND`).
 

@@ -44,6 +44,7 @@ from telepresence.exceptions import (
     DecodeError,
     UnknownSessionError,
 )
+from telepresence.native import IMPLEMENTATION as HOT_PATH
 from telepresence.security import Opener, Sealer, SessionKeys, open_datagram
 from telepresence.seqwindow import SequenceWindow, SeqVerdict
 from telepresence.streams import Stream
@@ -588,6 +589,7 @@ class RobotCore:
             "session": self._session,
             "secure": self.secure is not None,
             "aead": AEAD_BACKEND if self.secure is not None else None,
+            "hot_path": HOT_PATH,  # "c" (telepresence._native) or "python"
             "counters": self.counters.as_dict(),
             "driver_errors": self.driver_errors,
             "driver": {

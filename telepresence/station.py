@@ -28,6 +28,7 @@ from telepresence.exceptions import (
     UnknownSessionError,
 )
 from telepresence.inputs import InputSource, RobotView
+from telepresence.native import IMPLEMENTATION as HOT_PATH
 from telepresence.profiler import LatencyProfile
 from telepresence.security import SessionKeys
 from telepresence.seqwindow import SequenceWindow, SeqVerdict
@@ -306,6 +307,7 @@ class StationCore:
         return {
             "session": f"{self.session:08x}",
             "aead": AEAD_BACKEND if self.secure else None,
+            "hot_path": HOT_PATH,  # "c" (telepresence._native) or "python"
             "latency": self.profile.report(offset, self.clock_offset.uncertainty_ns),
             "station": dict(self.counters, telemetry_lost=self.telemetry_lost),
             "robot": robot,

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import Keys
 
+from telepresence import native
+
 CLI = [sys.executable, "-m", "telepresence"]
 
 
@@ -164,6 +166,7 @@ def test_robot_and_station_as_separate_commands(tmp_path: Path) -> None:
     assert "sim-base-0" in robot_out and "secure" in robot_out
     assert s["control"]["held_control"] and r["secure"]
     assert s["aead"] == r["aead"] == "libsodium"  # the data plane's ChaCha20-Poly1305
+    assert s["hot_path"] == r["hot_path"] == native.IMPLEMENTATION  # test_native: "c" here
 
 
 def test_drivers_lists_builtins() -> None:

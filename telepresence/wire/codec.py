@@ -18,7 +18,9 @@ import numpy as np
 
 from robots.api import JointCommand
 from telepresence.exceptions import DecodeError, LocalProtocolError
+from telepresence.native import module as _native
 from telepresence.wire.header import (
+    _TYPE_OF,
     HEADER,
     HEADER_SIZE,
     MAGIC,
@@ -179,7 +181,7 @@ def encode(message: object, *, stream: int, session: int, seq: int, send_time_ns
     carry (an unknown message class, an out-of-range field, a malformed array)."""
     kind = _FUSED_CLASSES.get(type(message))
     if kind is not None:
-        fast = _encode_joints_fast(message, kind, stream, session, seq, send_time_ns)
+        fast = _encode_joints(message, kind, stream, session, seq, send_time_ns)
         if fast is not None:
             return fast
     encoder = _lookup(message)
@@ -313,6 +315,25 @@ def _decode_joints_fast(data: bytes) -> Datagram | None:
     return _new_tuple(Datagram, (header, message))
 
 
+def _decode_joints_py(data: bytes) -> Datagram | None:
+    """`decode`'s fast path for bytes: the fused layout, or None for anything else."""
+    if len(data) >= _FUSED_SIZE and data[3] in _FUSED_TYPES:
+        return _decode_joints_fast(data)
+    return None
+
+
+# The fast paths `decode` and `encode` call: the C versions when the extension is there
+# (``telepresence.native``), the Python ones above otherwise. Same results, same None cases.
+_decode_joints: Callable[[bytes], Datagram | None] = _decode_joints_py
+_encode_joints: Callable[..., bytearray | None] = _encode_joints_fast
+if _native is not None:
+    _native.configure_codec(
+        Header, Datagram, np.ndarray, _F8, _frombuffer, _new_object, dict(_TYPE_OF),
+        {t: (member, cls, cls is JointCommand) for t, (member, cls) in _FUSED_TYPES.items()},
+    )  # fmt: skip
+    _decode_joints, _encode_joints = _native.decode_joints, _native.encode_joints
+
+
 def decode(data: Buffer) -> Datagram:
     """Decode one datagram. Any malformed input raises `DecodeError`, and nothing else.
 
@@ -322,10 +343,9 @@ def decode(data: Buffer) -> Datagram:
     """
     # bytes (what recvfrom gives) are already read-only and flat; anything else is normalised
     if type(data) is bytes:
-        if len(data) >= _FUSED_SIZE and data[3] in _FUSED_TYPES:
-            fast = _decode_joints_fast(data)
-            if fast is not None:
-                return fast
+        fast = _decode_joints(data)
+        if fast is not None:
+            return fast
         view = memoryview(data)
     else:
         view = _byte_view(data)

@@ -1,0 +1,666 @@
+/* The data plane's hot path in C: joint messages of the fused layout, plain and sealed.
+ *
+ * Each function here does exactly what a Python function of the package does, for the one
+ * datagram shape that is on every control tick (a JointCommand or JointState with float64
+ * positions only; docs/protocol.md section 4), and returns None for anything else so the
+ * caller takes its Python path, which handles every other case and words every error:
+ *
+ *   decode_joints(data)                      telepresence.wire.codec._decode_joints_fast
+ *   encode_joints(msg, mtype, stream, session, seq, send_time_ns)
+ *                                            telepresence.wire.codec._encode_joints_fast
+ *   seal_joints(msg, mtype, stream, session, seq, last, send_time_ns, key)
+ *                                            the in-place branch of Sealer.seal
+ *   open_sealed(data, opener, openers)       telepresence.security._open_well_formed
+ *
+ * The Python objects it builds (Header, Datagram, the message classes, numpy arrays through
+ * numpy.frombuffer) and the ChaCha20-Poly1305 functions (libsodium's, as PyNaCl ships it) are
+ * handed over by configure_codec and configure_aead at import; nothing here links numpy or
+ * libsodium. Every datagram is untrusted input: every read is bounded by the length checks
+ * that precede it. All calls hold the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define HEADER_SIZE 32
+#define FUSED_SIZE 48 /* header + the fused joint prefix */
+#define FUSED_BODY 16 /* the fused joint prefix of a body */
+#define TAG_SIZE 16
+#define NONCE_SIZE 12
+#define KEY_SIZE 32
+#define VERSION 2
+#define FLAG_AUTHENTICATED 1
+#define MAX_BODY 0xFFFF
+
+typedef int (*encrypt_fn)(unsigned char *c, unsigned long long *clen, const unsigned char *m,
+                          unsigned long long mlen, const unsigned char *ad,
+                          unsigned long long adlen, const unsigned char *nsec,
+                          const unsigned char *npub, const unsigned char *k);
+typedef int (*decrypt_fn)(unsigned char *m, unsigned long long *mlen, unsigned char *nsec,
+                          const unsigned char *c, unsigned long long clen,
+                          const unsigned char *ad, unsigned long long adlen,
+                          const unsigned char *npub, const unsigned char *k);
+
+typedef struct {
+    PyObject *member; /* the MessageType member */
+    PyObject *cls;    /* JointCommand or JointState; NULL if the type has no fused layout */
+    int has_ref;      /* JointCommand's `ref` */
+} Kind;
+
+/* Set by configure_codec (strong references, kept for the life of the process). */
+static int codec_ready = 0;
+static PyTypeObject *header_type, *datagram_type, *ndarray_type;
+static PyObject *f8, *frombuffer, *object_new;
+static Kind joints[256];
+static PyObject *type_of[256]; /* every MessageType member by value, for sealed headers */
+/* Set by configure_aead. */
+static encrypt_fn aead_encrypt = NULL;
+static decrypt_fn aead_decrypt = NULL;
+static PyObject *forged, *decode_body, *open_python;
+static PyObject *zero;
+static PyObject *s_positions, *s_velocities, *s_efforts, *s_gripper, *s_ref, *s_dtype,
+    *s_key, *s_session, *s_get;
+
+/* ---- little-endian fields ------------------------------------------------------------- */
+
+static inline uint16_t get16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+static inline uint64_t get64(const unsigned char *p)
+{
+    return (uint64_t)get32(p) | ((uint64_t)get32(p + 4) << 32);
+}
+static inline double getf64(const unsigned char *p)
+{
+    uint64_t bits = get64(p);
+    double d;
+    memcpy(&d, &bits, 8);
+    return d;
+}
+static inline void put16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+}
+static inline void put32(unsigned char *p, uint32_t v)
+{
+    put16(p, (uint16_t)v);
+    put16(p + 2, (uint16_t)(v >> 16));
+}
+static inline void put64(unsigned char *p, uint64_t v)
+{
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* ---- building the results ------------------------------------------------------------- */
+
+/* Header(type, stream, session, seq, send_time_ns, flags), without NamedTuple's __new__. */
+static PyObject *new_header(PyObject *member, uint16_t stream, uint32_t session, uint64_t seq,
+                            int64_t sent, uint16_t flags)
+{
+    PyObject *items[6];
+    items[0] = Py_NewRef(member);
+    items[1] = PyLong_FromUnsignedLong(stream);
+    items[2] = PyLong_FromUnsignedLong(session);
+    items[3] = PyLong_FromUnsignedLongLong(seq);
+    items[4] = PyLong_FromLongLong(sent);
+    items[5] = PyLong_FromUnsignedLong(flags);
+    PyObject *h = NULL;
+    if (items[1] && items[2] && items[3] && items[4] && items[5])
+        h = header_type->tp_alloc(header_type, 6);
+    if (h == NULL) {
+        for (int i = 0; i < 6; i++)
+            Py_XDECREF(items[i]);
+        return NULL;
+    }
+    for (int i = 0; i < 6; i++)
+        PyTuple_SET_ITEM(h, i, items[i]);
+    return h;
+}
+
+/* Datagram(header, message); steals both references. */
+static PyObject *new_datagram(PyObject *header, PyObject *message)
+{
+    PyObject *d = datagram_type->tp_alloc(datagram_type, 2);
+    if (d == NULL) {
+        Py_DECREF(header);
+        Py_DECREF(message);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(d, 0, header);
+    PyTuple_SET_ITEM(d, 1, message);
+    return d;
+}
+
+/* The message of kind `k`: positions = numpy.frombuffer(owner, '<f8', n, offset), no
+ * velocities or efforts, `gripper` (a float, or None when present == 0), ref 0 for a command.
+ * Every field is set, as the dataclass __init__ would, without calling it. */
+static PyObject *new_joints(const Kind *k, PyObject *owner, Py_ssize_t n, Py_ssize_t offset,
+                            int present, double gripper)
+{
+    PyObject *count = PyLong_FromSsize_t(n), *at = PyLong_FromSsize_t(offset);
+    PyObject *positions = NULL, *grip = NULL, *message = NULL;
+    if (count == NULL || at == NULL)
+        goto done;
+    PyObject *args[4] = {owner, f8, count, at};
+    positions = PyObject_Vectorcall(frombuffer, args, 4, NULL);
+    if (positions == NULL)
+        goto done;
+    grip = present ? PyFloat_FromDouble(gripper) : Py_NewRef(Py_None);
+    if (grip == NULL)
+        goto done;
+    message = PyObject_CallOneArg(object_new, k->cls);
+    if (message == NULL)
+        goto done;
+    if (PyObject_SetAttr(message, s_positions, positions) < 0 ||
+        PyObject_SetAttr(message, s_velocities, Py_None) < 0 ||
+        PyObject_SetAttr(message, s_efforts, Py_None) < 0 ||
+        PyObject_SetAttr(message, s_gripper, grip) < 0 ||
+        (k->has_ref && PyObject_SetAttr(message, s_ref, zero) < 0))
+        Py_CLEAR(message);
+done:
+    Py_XDECREF(count);
+    Py_XDECREF(at);
+    Py_XDECREF(positions);
+    Py_XDECREF(grip);
+    return message;
+}
+
+/* Checks of the fused joint prefix at `b` of a body of `body_len` bytes; sets *n, *present and
+ * *gripper and returns 1 when it is the fused layout, else 0. */
+static int fused_body(const unsigned char *b, Py_ssize_t body_len, Py_ssize_t *n, int *present,
+                      double *gripper)
+{
+    if (body_len < FUSED_BODY)
+        return 0;
+    unsigned p = b[0];
+    if (b[1] || get16(b + 2) || b[14] != 8 || b[15])
+        return 0;
+    *n = get16(b + 12);
+    if (FUSED_BODY + 8 * *n != body_len)
+        return 0;
+    if (p == 4) {
+        *present = 1;
+        *gripper = getf64(b + 4);
+    }
+    else if (p == 0 && get64(b + 4) == 0) {
+        *present = 0;
+        *gripper = 0.0;
+    }
+    else
+        return 0;
+    return 1;
+}
+
+/* ---- reading a message to send -------------------------------------------------------- */
+
+typedef struct {
+    Py_buffer view; /* the positions, C-contiguous float64 */
+    int present;
+    double gripper;
+} Outgoing;
+
+/* 1 when `message` fits the fused layout (the positions' buffer is then held in out->view and
+ * must be released), 0 when it does not (no exception set), -1 on a real error (MemoryError). */
+static int read_joints(PyObject *message, Outgoing *out)
+{
+    PyObject *v = PyObject_GetAttr(message, s_velocities);
+    if (v == NULL)
+        goto no;
+    int none = v == Py_None;
+    Py_DECREF(v);
+    if (!none)
+        return 0;
+    v = PyObject_GetAttr(message, s_efforts);
+    if (v == NULL)
+        goto no;
+    none = v == Py_None;
+    Py_DECREF(v);
+    if (!none)
+        return 0;
+    PyObject *positions = PyObject_GetAttr(message, s_positions);
+    if (positions == NULL)
+        goto no;
+    int ok = Py_TYPE(positions) == ndarray_type;
+    if (ok) {
+        PyObject *dtype = PyObject_GetAttr(positions, s_dtype);
+        ok = dtype == f8;
+        Py_XDECREF(dtype);
+    }
+    if (ok && PyObject_GetBuffer(positions, &out->view, PyBUF_C_CONTIGUOUS) < 0)
+        ok = 0;
+    Py_DECREF(positions);
+    if (!ok)
+        goto no;
+    if (out->view.ndim != 1 || out->view.itemsize != 8 || out->view.len > 8 * 0xFFFF) {
+        PyBuffer_Release(&out->view);
+        return 0;
+    }
+    PyObject *g = PyObject_GetAttr(message, s_gripper);
+    if (g == NULL) {
+        PyBuffer_Release(&out->view);
+        goto no;
+    }
+    out->present = g != Py_None;
+    out->gripper = out->present ? PyFloat_AsDouble(g) : 0.0;
+    Py_DECREF(g);
+    if (out->present && out->gripper == -1.0 && PyErr_Occurred()) {
+        PyBuffer_Release(&out->view);
+        goto no;
+    }
+    return 1;
+no: /* whatever went wrong, the Python path meets it again and says what it is */
+    if (PyErr_ExceptionMatches(PyExc_MemoryError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* An int (an IntEnum member too) in [0, max]; 0 when it is not one (no exception set). */
+static int as_u64(PyObject *o, uint64_t max, uint64_t *v)
+{
+    if (!PyLong_Check(o))
+        return 0;
+    unsigned long long x = PyLong_AsUnsignedLongLong(o);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *v = x;
+    return x <= max;
+}
+
+/* An int in [-2**63, 2**63 - 1]; 0 when it is not one (no exception set). */
+static int as_i64(PyObject *o, int64_t *v)
+{
+    if (!PyLong_Check(o))
+        return 0;
+    int overflow;
+    long long x = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    *v = x;
+    return 1;
+}
+
+/* Header and fused prefix of a joint message at `p`: the layout `_FUSED` packs. */
+static void write_fused(unsigned char *p, unsigned mtype, uint16_t flags, uint16_t stream,
+                        uint32_t session, uint16_t length, uint64_t seq, int64_t sent,
+                        const Outgoing *m, Py_ssize_t n)
+{
+    p[0] = 'T';
+    p[1] = 'P';
+    p[2] = VERSION;
+    p[3] = (unsigned char)mtype;
+    put16(p + 4, flags);
+    put16(p + 6, stream);
+    put32(p + 8, session);
+    put16(p + 12, length);
+    put16(p + 14, 0);
+    put64(p + 16, seq);
+    put64(p + 24, (uint64_t)sent);
+    p[32] = m->present ? 4 : 0;
+    p[33] = 0;
+    put16(p + 34, 0);
+    uint64_t bits;
+    memcpy(&bits, &m->gripper, 8);
+    put64(p + 36, bits);
+    put16(p + 44, (uint16_t)n);
+    p[46] = 8;
+    p[47] = 0;
+    /* '<f8' values (the dtype is checked by identity): their bytes are the wire's */
+    memcpy(p + FUSED_SIZE, m->view.buf, (size_t)(8 * n));
+}
+
+/* ---- the module's functions ----------------------------------------------------------- */
+
+static PyObject *not_ready(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "telepresence._native is not configured");
+    return NULL;
+}
+
+static PyObject *decode_joints(PyObject *self, PyObject *data)
+{
+    if (!codec_ready)
+        return not_ready();
+    if (!PyBytes_CheckExact(data))
+        Py_RETURN_NONE;
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (size < FUSED_SIZE)
+        Py_RETURN_NONE;
+    const Kind *k = &joints[p[3]];
+    if (k->cls == NULL || p[0] != 'T' || p[1] != 'P' || p[2] != VERSION || get16(p + 4) ||
+        get16(p + 14) || HEADER_SIZE + (Py_ssize_t)get16(p + 12) != size)
+        Py_RETURN_NONE;
+    Py_ssize_t n;
+    int present;
+    double gripper;
+    if (!fused_body(p + HEADER_SIZE, size - HEADER_SIZE, &n, &present, &gripper))
+        Py_RETURN_NONE;
+    PyObject *header =
+        new_header(k->member, get16(p + 6), get32(p + 8), get64(p + 16), (int64_t)get64(p + 24), 0);
+    if (header == NULL)
+        return NULL;
+    PyObject *message = new_joints(k, data, n, FUSED_SIZE, present, gripper);
+    if (message == NULL) {
+        Py_DECREF(header);
+        return NULL;
+    }
+    return new_datagram(header, message);
+}
+
+/* encode_joints(message, mtype, stream, session, seq, send_time_ns) -> bytearray | None */
+static PyObject *encode_joints(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!codec_ready)
+        return not_ready();
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "encode_joints takes 6 arguments");
+        return NULL;
+    }
+    uint64_t mtype, stream, session, seq;
+    int64_t sent;
+    if (!as_u64(args[1], 255, &mtype) || !as_u64(args[2], 0xFFFF, &stream) ||
+        !as_u64(args[3], 0xFFFFFFFFu, &session) || !as_u64(args[4], UINT64_MAX, &seq) ||
+        !as_i64(args[5], &sent))
+        Py_RETURN_NONE;
+    Outgoing m;
+    int fits = read_joints(args[0], &m);
+    if (fits <= 0)
+        return fits < 0 ? NULL : Py_NewRef(Py_None);
+    Py_ssize_t n = m.view.len / 8;
+    PyObject *out = NULL;
+    if (FUSED_BODY + 8 * n <= MAX_BODY) {
+        out = PyByteArray_FromStringAndSize(NULL, FUSED_SIZE + 8 * n);
+        if (out != NULL)
+            write_fused((unsigned char *)PyByteArray_AS_STRING(out), (unsigned)mtype, 0,
+                        (uint16_t)stream, (uint32_t)session, (uint16_t)(FUSED_BODY + 8 * n), seq,
+                        sent, &m, n);
+    }
+    else
+        out = Py_NewRef(Py_None);
+    PyBuffer_Release(&m.view);
+    return out;
+}
+
+static void nonce_of(unsigned char *nonce, uint64_t stream, uint64_t seq)
+{
+    put32(nonce, (uint32_t)stream);
+    put64(nonce + 4, seq);
+}
+
+/* seal_joints(message, mtype, stream, session, seq, last, send_time_ns, key) -> bytes | None
+ * None also when seq is not above `last` (the Python path refuses it with the reason). */
+static PyObject *seal_joints(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!codec_ready)
+        return not_ready();
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "seal_joints takes 8 arguments");
+        return NULL;
+    }
+    if (aead_encrypt == NULL)
+        Py_RETURN_NONE;
+    uint64_t mtype, stream, session, seq, last;
+    int64_t sent;
+    PyObject *key = args[7];
+    if (!as_u64(args[1], 255, &mtype) || !as_u64(args[2], 0xFFFF, &stream) ||
+        !as_u64(args[3], 0xFFFFFFFFu, &session) || !as_u64(args[4], UINT64_MAX, &seq) ||
+        !as_u64(args[5], UINT64_MAX, &last) || seq <= last || !as_i64(args[6], &sent) ||
+        !PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != KEY_SIZE)
+        Py_RETURN_NONE;
+    Outgoing m;
+    int fits = read_joints(args[0], &m);
+    if (fits <= 0)
+        return fits < 0 ? NULL : Py_NewRef(Py_None);
+    Py_ssize_t n = m.view.len / 8;
+    Py_ssize_t body = FUSED_BODY + 8 * n;
+    PyObject *out = NULL;
+    if (body + TAG_SIZE <= MAX_BODY) {
+        out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + body + TAG_SIZE);
+        if (out != NULL) {
+            unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+            unsigned char nonce[NONCE_SIZE];
+            write_fused(p, (unsigned)mtype, FLAG_AUTHENTICATED, (uint16_t)stream,
+                        (uint32_t)session, (uint16_t)(body + TAG_SIZE), seq, sent, &m, n);
+            nonce_of(nonce, stream, seq);
+            /* in place: ChaCha20 XORs block by block, and the tag follows the body */
+            aead_encrypt(p + HEADER_SIZE, NULL, p + HEADER_SIZE, (unsigned long long)body, p,
+                         HEADER_SIZE, NULL, nonce,
+                         (const unsigned char *)PyBytes_AS_STRING(key));
+        }
+    }
+    else
+        out = Py_NewRef(Py_None);
+    PyBuffer_Release(&m.view);
+    return out;
+}
+
+/* open_sealed(data, opener, openers) -> Datagram | None: `_open_well_formed`. */
+static PyObject *open_sealed(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!codec_ready)
+        return not_ready();
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "open_sealed takes 3 arguments");
+        return NULL;
+    }
+    PyObject *data = args[0], *opener = args[1], *openers = args[2];
+    if (!PyBytes_CheckExact(data))
+        Py_RETURN_NONE;
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (size < HEADER_SIZE + TAG_SIZE)
+        Py_RETURN_NONE;
+    PyObject *member = type_of[p[3]];
+    Py_ssize_t length = get16(p + 12);
+    if (member == NULL || p[0] != 'T' || p[1] != 'P' || p[2] != VERSION ||
+        get16(p + 4) != FLAG_AUTHENTICATED || get16(p + 14) || length + HEADER_SIZE != size)
+        Py_RETURN_NONE;
+    uint32_t session = get32(p + 8);
+    PyObject *held = NULL; /* a reference to the opener found in `openers` */
+    if (openers != Py_None) {
+        PyObject *sid = PyLong_FromUnsignedLong(session);
+        if (sid == NULL)
+            return NULL;
+        if (PyDict_CheckExact(openers)) {
+            held = PyDict_GetItemWithError(openers, sid);
+            Py_XINCREF(held);
+        }
+        else /* any Mapping: its get(), as the Python path calls it */
+            held = PyObject_CallMethodOneArg(openers, s_get, sid);
+        Py_DECREF(sid);
+        if (held == NULL && PyErr_Occurred())
+            return NULL;
+        opener = held;
+    }
+    PyObject *result = NULL, *key = NULL, *header = NULL, *plain = NULL, *message = NULL;
+    if (opener == NULL || opener == Py_None)
+        goto none;
+    {
+        PyObject *own = PyObject_GetAttr(opener, s_session);
+        if (own == NULL)
+            goto done;
+        uint64_t own_session;
+        int same = as_u64(own, 0xFFFFFFFFu, &own_session) && own_session == session;
+        Py_DECREF(own);
+        if (!same)
+            goto none;
+    }
+    key = PyObject_GetAttr(opener, s_key);
+    if (key == NULL)
+        goto done;
+    if (aead_encrypt == NULL || !PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != KEY_SIZE) {
+        /* an opener without libsodium: its own one-pass open, in Python */
+        PyObject *call[3] = {data, opener, Py_None};
+        result = PyObject_Vectorcall(open_python, call, 3, NULL);
+        goto done;
+    }
+    uint64_t stream = get16(p + 6), seq = get64(p + 16);
+    header = new_header(member, (uint16_t)stream, session, seq, (int64_t)get64(p + 24),
+                        FLAG_AUTHENTICATED);
+    if (header == NULL)
+        goto done;
+    plain = PyBytes_FromStringAndSize(NULL, length - TAG_SIZE);
+    if (plain == NULL)
+        goto done;
+    unsigned char nonce[NONCE_SIZE];
+    nonce_of(nonce, stream, seq);
+    if (aead_decrypt((unsigned char *)PyBytes_AS_STRING(plain), NULL, NULL, p + HEADER_SIZE,
+                     (unsigned long long)length, p, HEADER_SIZE, nonce,
+                     (const unsigned char *)PyBytes_AS_STRING(key)) != 0) {
+        PyObject *exc = PyObject_CallOneArg(forged, header);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        goto done;
+    }
+    const Kind *k = &joints[p[3]];
+    Py_ssize_t n;
+    int present;
+    double gripper;
+    if (k->cls != NULL && fused_body((const unsigned char *)PyBytes_AS_STRING(plain),
+                                     length - TAG_SIZE, &n, &present, &gripper))
+        message = new_joints(k, plain, n, FUSED_BODY, present, gripper);
+    else {
+        PyObject *call[2] = {member, plain};
+        message = PyObject_Vectorcall(decode_body, call, 2, NULL);
+    }
+    if (message == NULL)
+        goto done;
+    result = new_datagram(header, message);
+    header = message = NULL; /* stolen */
+    goto done;
+none:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(held);
+    Py_XDECREF(key);
+    Py_XDECREF(header);
+    Py_XDECREF(plain);
+    Py_XDECREF(message);
+    return result;
+}
+
+/* ---- configuration -------------------------------------------------------------------- */
+
+static int keep(PyObject **slot, PyObject *value)
+{
+    Py_XSETREF(*slot, Py_NewRef(value));
+    return 0;
+}
+
+/* configure_codec(Header, Datagram, ndarray, f8, frombuffer, object_new, types, joints)
+ * types: {int: MessageType member} for every type; joints: {int: (member, cls, has_ref)}. */
+static PyObject *configure_codec(PyObject *self, PyObject *args)
+{
+    PyObject *h, *d, *nd, *dtype, *fb, *new, *types, *js;
+    if (!PyArg_ParseTuple(args, "O!O!O!OOOO!O!:configure_codec", &PyType_Type, &h, &PyType_Type,
+                          &d, &PyType_Type, &nd, &dtype, &fb, &new, &PyDict_Type, &types,
+                          &PyDict_Type, &js))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)h, &PyTuple_Type) ||
+        !PyType_IsSubtype((PyTypeObject *)d, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "Header and Datagram must be tuple subclasses");
+        return NULL;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(types, &pos, &key, &value)) {
+        long t = PyLong_AsLong(key);
+        if (t < 0 || t > 255) {
+            PyErr_SetString(PyExc_ValueError, "message type out of range");
+            return NULL;
+        }
+        keep(&type_of[t], value);
+    }
+    pos = 0;
+    while (PyDict_Next(js, &pos, &key, &value)) {
+        long t = PyLong_AsLong(key);
+        PyObject *member, *cls;
+        int has_ref;
+        if (t < 0 || t > 255 || !PyArg_ParseTuple(value, "OOp", &member, &cls, &has_ref)) {
+            PyErr_SetString(PyExc_ValueError, "joints: {type: (member, cls, has_ref)}");
+            return NULL;
+        }
+        keep(&joints[t].member, member);
+        keep(&joints[t].cls, cls);
+        joints[t].has_ref = has_ref;
+    }
+    keep((PyObject **)&header_type, h);
+    keep((PyObject **)&datagram_type, d);
+    keep((PyObject **)&ndarray_type, nd);
+    keep(&f8, dtype);
+    keep(&frombuffer, fb);
+    keep(&object_new, new);
+    codec_ready = 1;
+    Py_RETURN_NONE;
+}
+
+/* configure_aead(encrypt_address, decrypt_address, forged, decode_body, open_python)
+ * The addresses are libsodium's crypto_aead_chacha20poly1305_ietf_encrypt/_decrypt (0: none). */
+static PyObject *configure_aead(PyObject *self, PyObject *args)
+{
+    unsigned long long enc, dec;
+    PyObject *f, *db, *op;
+    if (!PyArg_ParseTuple(args, "KKOOO:configure_aead", &enc, &dec, &f, &db, &op))
+        return NULL;
+    keep(&forged, f);
+    keep(&decode_body, db);
+    keep(&open_python, op);
+    if ((enc == 0) != (dec == 0)) {
+        PyErr_SetString(PyExc_ValueError, "give both libsodium functions, or neither");
+        return NULL;
+    }
+    aead_encrypt = (encrypt_fn)(uintptr_t)enc;
+    aead_decrypt = (decrypt_fn)(uintptr_t)dec;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"configure_codec", configure_codec, METH_VARARGS, "Hand over the codec's Python objects."},
+    {"configure_aead", configure_aead, METH_VARARGS, "Hand over libsodium's AEAD functions."},
+    {"decode_joints", decode_joints, METH_O,
+     "codec._decode_joints_fast: a Datagram, or None for anything but the fused layout."},
+    {"encode_joints", (PyCFunction)(void (*)(void))encode_joints, METH_FASTCALL,
+     "codec._encode_joints_fast: a bytearray, or None when the message does not fit."},
+    {"seal_joints", (PyCFunction)(void (*)(void))seal_joints, METH_FASTCALL,
+     "Sealer.seal's in-place branch: the sealed datagram (bytes), or None."},
+    {"open_sealed", (PyCFunction)(void (*)(void))open_sealed, METH_FASTCALL,
+     "security._open_well_formed: a Datagram, or None for the general path."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "telepresence._native",
+    "The data plane's hot path in C (see telepresence/native.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__native(void)
+{
+    zero = PyLong_FromLong(0);
+    s_positions = PyUnicode_InternFromString("positions");
+    s_velocities = PyUnicode_InternFromString("velocities");
+    s_efforts = PyUnicode_InternFromString("efforts");
+    s_gripper = PyUnicode_InternFromString("gripper");
+    s_ref = PyUnicode_InternFromString("ref");
+    s_dtype = PyUnicode_InternFromString("dtype");
+    s_key = PyUnicode_InternFromString("_key");
+    s_session = PyUnicode_InternFromString("session");
+    s_get = PyUnicode_InternFromString("get");
+    if (!zero || !s_positions || !s_velocities || !s_efforts || !s_gripper || !s_ref || !s_dtype ||
+        !s_key || !s_session || !s_get)
+        return NULL;
+    return PyModule_Create(&module);
+}
