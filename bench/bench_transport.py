@@ -494,11 +494,6 @@ def test_secure_round_trip_vs_insecure_and_bare(benchmark, echo_servers) -> None
     )  # fmt: skip
     check_targets(
         {"p50": p50_ratio}, {"p50": P50_TARGET}, "secure round trip / bare uvloop echo",
-        open_target=f"met while this VM runs at its usual speed (bare p50 70-72 us, warm seal "
-        f"1.2 us), missed when it slows down; in this run bare p50 was "
-        f"{pooled['bare']['p50_us']} us, a warm seal {warm['seal']} us, the AEAD alone "
-        f"{block_median['floor/bare']['p50']}x bare and the insecure runtime "
-        f"{block_median['insecure/bare']['p50']}x; docs/benchmarks.md §5",
     )  # fmt: skip
 
 

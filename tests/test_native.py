@@ -21,6 +21,7 @@ from helpers import mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_security import fused_bodies
+from test_security import test_joint_messages_take_the_one_frame_paths as one_frame_paths
 from test_wire import MESSAGES
 
 import telepresence.security as security
@@ -124,6 +125,12 @@ def test_the_c_functions_take_the_shape_they_are_for() -> None:
         opened = c.open_sealed(sealed, None, {SESSION: opener})
         assert canon(opened) == canon(security._open_well_formed(sealed, None, {SESSION: opener}))
     assert c.seal_joints(command, 0x10, 1, SESSION, 5, 5, 7, KEY) is None  # seq not above last
+
+
+def test_without_c_joint_messages_take_the_python_fast_paths(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # On a machine without the extension the Python one-frame paths carry the control stream:
+    # the same test as with C, the general paths disabled.
+    python_only(lambda: one_frame_paths(monkeypatch))
 
 
 # ---------------------------------------------------------------------------------------------
