@@ -358,38 +358,69 @@ static PyObject *decode_joints(PyObject *self, PyObject *data)
     return new_datagram(header, message);
 }
 
+static int arity(const char *name, Py_ssize_t nargs, Py_ssize_t want)
+{
+    if (nargs == want)
+        return 1;
+    PyErr_Format(PyExc_TypeError, "%s takes %zd arguments (%zd given)", name, want, nargs);
+    return 0;
+}
+
+typedef struct {
+    uint64_t mtype, stream, session, seq;
+    int64_t sent;
+} Fields;
+
+/* The header fields from `args` (mtype, stream, session, seq) and `sent`; 0 when one is not an
+ * int or is out of its field's range (no exception set). */
+static int read_fields(PyObject *const *args, PyObject *sent, Fields *f)
+{
+    return as_u64(args[0], 255, &f->mtype) && as_u64(args[1], 0xFFFF, &f->stream) &&
+           as_u64(args[2], 0xFFFFFFFFu, &f->session) && as_u64(args[3], UINT64_MAX, &f->seq) &&
+           as_i64(sent, &f->sent);
+}
+
+/* The datagram of `message` in the fused layout, `trailer` bytes longer (left unwritten), in a
+ * new bytes object (`as_bytes`) or bytearray, its body's length in *body; None when the message
+ * does not fit the layout or the u16 body length, NULL on an error. */
+static PyObject *pack(PyObject *message, const Fields *f, uint16_t flags, Py_ssize_t trailer,
+                      int as_bytes, Py_ssize_t *body)
+{
+    Outgoing m;
+    int fits = read_joints(message, &m);
+    if (fits <= 0)
+        return fits < 0 ? NULL : Py_NewRef(Py_None);
+    Py_ssize_t n = m.view.len / 8;
+    *body = FUSED_BODY + 8 * n;
+    PyObject *out;
+    if (*body + trailer > MAX_BODY)
+        out = Py_NewRef(Py_None);
+    else {
+        Py_ssize_t size = HEADER_SIZE + *body + trailer;
+        out = as_bytes ? PyBytes_FromStringAndSize(NULL, size)
+                       : PyByteArray_FromStringAndSize(NULL, size);
+        if (out != NULL)
+            write_fused(as_bytes ? (unsigned char *)PyBytes_AS_STRING(out)
+                                 : (unsigned char *)PyByteArray_AS_STRING(out),
+                        (unsigned)f->mtype, flags, (uint16_t)f->stream, (uint32_t)f->session,
+                        (uint16_t)(*body + trailer), f->seq, f->sent, &m, n);
+    }
+    PyBuffer_Release(&m.view);
+    return out;
+}
+
 /* encode_joints(message, mtype, stream, session, seq, send_time_ns) -> bytearray | None */
 static PyObject *encode_joints(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!codec_ready)
         return not_ready();
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "encode_joints takes 6 arguments");
+    if (!arity("encode_joints", nargs, 6))
         return NULL;
-    }
-    uint64_t mtype, stream, session, seq;
-    int64_t sent;
-    if (!as_u64(args[1], 255, &mtype) || !as_u64(args[2], 0xFFFF, &stream) ||
-        !as_u64(args[3], 0xFFFFFFFFu, &session) || !as_u64(args[4], UINT64_MAX, &seq) ||
-        !as_i64(args[5], &sent))
+    Fields f;
+    Py_ssize_t body;
+    if (!read_fields(args + 1, args[5], &f))
         Py_RETURN_NONE;
-    Outgoing m;
-    int fits = read_joints(args[0], &m);
-    if (fits <= 0)
-        return fits < 0 ? NULL : Py_NewRef(Py_None);
-    Py_ssize_t n = m.view.len / 8;
-    PyObject *out = NULL;
-    if (FUSED_BODY + 8 * n <= MAX_BODY) {
-        out = PyByteArray_FromStringAndSize(NULL, FUSED_SIZE + 8 * n);
-        if (out != NULL)
-            write_fused((unsigned char *)PyByteArray_AS_STRING(out), (unsigned)mtype, 0,
-                        (uint16_t)stream, (uint32_t)session, (uint16_t)(FUSED_BODY + 8 * n), seq,
-                        sent, &m, n);
-    }
-    else
-        out = Py_NewRef(Py_None);
-    PyBuffer_Release(&m.view);
-    return out;
+    return pack(args[0], &f, 0, 0, 0, &body);
 }
 
 static void nonce_of(unsigned char *nonce, uint64_t stream, uint64_t seq)
@@ -404,44 +435,25 @@ static PyObject *seal_joints(PyObject *self, PyObject *const *args, Py_ssize_t n
 {
     if (!codec_ready)
         return not_ready();
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "seal_joints takes 8 arguments");
+    if (!arity("seal_joints", nargs, 8))
         return NULL;
-    }
-    if (aead_encrypt == NULL)
-        Py_RETURN_NONE;
-    uint64_t mtype, stream, session, seq, last;
-    int64_t sent;
+    Fields f;
+    uint64_t last;
     PyObject *key = args[7];
-    if (!as_u64(args[1], 255, &mtype) || !as_u64(args[2], 0xFFFF, &stream) ||
-        !as_u64(args[3], 0xFFFFFFFFu, &session) || !as_u64(args[4], UINT64_MAX, &seq) ||
-        !as_u64(args[5], UINT64_MAX, &last) || seq <= last || !as_i64(args[6], &sent) ||
-        !PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != KEY_SIZE)
+    if (aead_encrypt == NULL || !read_fields(args + 1, args[6], &f) ||
+        !as_u64(args[5], UINT64_MAX, &last) || f.seq <= last || !PyBytes_CheckExact(key) ||
+        PyBytes_GET_SIZE(key) != KEY_SIZE)
         Py_RETURN_NONE;
-    Outgoing m;
-    int fits = read_joints(args[0], &m);
-    if (fits <= 0)
-        return fits < 0 ? NULL : Py_NewRef(Py_None);
-    Py_ssize_t n = m.view.len / 8;
-    Py_ssize_t body = FUSED_BODY + 8 * n;
-    PyObject *out = NULL;
-    if (body + TAG_SIZE <= MAX_BODY) {
-        out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + body + TAG_SIZE);
-        if (out != NULL) {
-            unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
-            unsigned char nonce[NONCE_SIZE];
-            write_fused(p, (unsigned)mtype, FLAG_AUTHENTICATED, (uint16_t)stream,
-                        (uint32_t)session, (uint16_t)(body + TAG_SIZE), seq, sent, &m, n);
-            nonce_of(nonce, stream, seq);
-            /* in place: ChaCha20 XORs block by block, and the tag follows the body */
-            aead_encrypt(p + HEADER_SIZE, NULL, p + HEADER_SIZE, (unsigned long long)body, p,
-                         HEADER_SIZE, NULL, nonce,
-                         (const unsigned char *)PyBytes_AS_STRING(key));
-        }
-    }
-    else
-        out = Py_NewRef(Py_None);
-    PyBuffer_Release(&m.view);
+    Py_ssize_t body;
+    PyObject *out = pack(args[0], &f, FLAG_AUTHENTICATED, TAG_SIZE, 1, &body);
+    if (out == NULL || out == Py_None)
+        return out;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    unsigned char nonce[NONCE_SIZE];
+    nonce_of(nonce, f.stream, f.seq);
+    /* in place: ChaCha20 XORs block by block, and the tag follows the body */
+    aead_encrypt(p + HEADER_SIZE, NULL, p + HEADER_SIZE, (unsigned long long)body, p, HEADER_SIZE,
+                 NULL, nonce, (const unsigned char *)PyBytes_AS_STRING(key));
     return out;
 }
 
@@ -450,10 +462,8 @@ static PyObject *open_sealed(PyObject *self, PyObject *const *args, Py_ssize_t n
 {
     if (!codec_ready)
         return not_ready();
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "open_sealed takes 3 arguments");
+    if (!arity("open_sealed", nargs, 3))
         return NULL;
-    }
     PyObject *data = args[0], *opener = args[1], *openers = args[2];
     if (!PyBytes_CheckExact(data))
         Py_RETURN_NONE;

@@ -51,6 +51,7 @@ def free_udp_socket() -> socket.socket:
     return s
 
 
+@pytest.mark.flaky(reruns=1)  # timing (applied >= 90 % in 1 s) on a shared machine
 @pytest.mark.parametrize("loop_kind", ["uvloop", "asyncio"])
 def test_commands_reach_the_driver_and_telemetry_returns(loop_kind: str) -> None:
     driver = WatchedArm()
@@ -74,7 +75,7 @@ def test_commands_reach_the_driver_and_telemetry_returns(loop_kind: str) -> None
     sent = summary["station"]["commands_sent"]
     assert 400 <= sent <= 560  # 500 Hz for 1 s
     robot_counters = summary["robot"]
-    assert robot_counters["applied"] >= 0.9 * sent
+    assert robot_counters["applied"] >= 0.9 * sent, robot_counters  # the rest: superseded
     assert robot_counters["malformed"] == robot_counters["rejected"] == 0
     assert summary["station"]["telemetry"] >= 80  # 100 Hz
     latency = summary["latency"]
