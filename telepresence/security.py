@@ -24,7 +24,10 @@ every call and lookup costs 2-4x its warm time on the cold caches between datagr
 secure round trip must stay within 1.3x of a bare UDP echo (docs/benchmarks.md §5). The fused
 joint layout is parsed here for sealed bodies, as ``telepresence.wire.codec`` parses it for
 plain datagrams; everything else takes the general paths, and the tests check that the two
-ciphers (one with these paths, one without) give the same bytes and messages.
+ciphers (one with these paths, one without) give the same bytes and messages. Where the C
+extension is built (`telepresence.native`), those two functions run in C (`_seal_joints`,
+`_open_fast`), calling libsodium directly: about 2 µs less per seal or open in situ, with the
+same results (tests/test_native.py runs both).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Both directions are on the hot path of every control tick, so the per-message work is looked
 up once at import (`_ENCODERS`, `_PARSERS`) rather than per call.
 
+The joint fast paths (`_decode_joints`, `_encode_joints`) are C functions where the extension
+is built (`telepresence.native`), the Python ones here otherwise; both give the same results.
+
 `encode_parts` and `decode_body` are the halves ``telepresence.security`` seals and opens
 authenticated datagrams with: the header and the plain body apart (associated data and
 plaintext of the AEAD), and a body parsed on its own once decrypted.
