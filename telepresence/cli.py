@@ -456,6 +456,11 @@ def _format_counters(summary: dict[str, Any]) -> str:
     robot = summary["robot"]
     if robot:
         lines.append("  robot:   " + ", ".join(f"{k} {v}" for k, v in robot.items()))
+    aead = summary.get("aead")
+    lines.append(
+        f"  data plane: {f'secure ({aead})' if aead else 'INSECURE'}, hot path in "
+        f"{'C' if summary.get('hot_path') == 'c' else 'Python'}"
+    )
     loss = summary["uplink_loss"]
     if loss is not None:
         lines.append(f"  uplink loss (station -> robot): {loss * 100:.2f} %")
@@ -574,7 +579,8 @@ def cmd_robot(args: argparse.Namespace) -> int:
     status = _run(main, args.loop)
     print(
         f"robot {core.manifest.robot_id} ({args.driver}) on {status['address']}: "
-        f"mode {status['mode']}, {'secure' if secure else 'INSECURE'}"
+        f"mode {status['mode']}, {'secure' if secure else 'INSECURE'}, hot path in "
+        f"{'C' if status['hot_path'] == 'c' else 'Python'}"
     )
     print("  " + ", ".join(f"{k} {v}" for k, v in status["counters"].items()))
     lat = status["tick_lateness"]
