@@ -45,10 +45,11 @@ typedef int (*decrypt_fn)(unsigned char *m, unsigned long long *mlen, unsigned c
 typedef struct {
     PyObject *member; /* the MessageType member */
     PyObject *cls;    /* JointCommand or JointState; NULL if the type has no fused layout */
-    int has_ref;      /* JointCommand's `ref` */
+    int is_command;   /* JointCommand: built without its __init__, as the Python path does */
 } Kind;
 
-/* Set by configure_codec (strong references, kept for the life of the process). */
+/* Set once by configure_codec and configure_aead, which refuse a second call: strong
+ * references kept for the life of the process, so a borrowed one never dies mid-call. */
 static int codec_ready = 0;
 static PyTypeObject *header_type, *datagram_type, *ndarray_type;
 static PyObject *f8, *frombuffer, *object_new;
@@ -57,9 +58,11 @@ static PyObject *type_of[256]; /* every MessageType member by value, for sealed 
 /* Set by configure_aead. */
 static encrypt_fn aead_encrypt = NULL;
 static decrypt_fn aead_decrypt = NULL;
+static int aead_ready = 0;
+static PyTypeObject *opener_type;
 static PyObject *forged, *decode_body, *open_python;
-static PyObject *zero;
-static PyObject *s_positions, *s_velocities, *s_efforts, *s_gripper, *s_ref, *s_dtype,
+static PyObject *zero, *state_kwnames;
+static PyObject *s_positions, *s_velocities, *s_efforts, *s_gripper, *s_ref, *s_dtype, *s_ndim,
     *s_key, *s_session, *s_get;
 
 /* ---- little-endian fields ------------------------------------------------------------- */
@@ -99,47 +102,66 @@ static inline void put64(unsigned char *p, uint64_t v)
 
 /* ---- building the results ------------------------------------------------------------- */
 
-/* Header(type, stream, session, seq, send_time_ns, flags), without NamedTuple's __new__. */
+/* An instance of the tuple subclass `type` (a NamedTuple) holding `items`, which it steals
+ * (NULL items: all are released and NULL is returned), without the class's Python __new__. */
+static PyObject *new_tuple(PyTypeObject *type, PyObject **items, Py_ssize_t n)
+{
+    PyObject *t = NULL;
+    Py_ssize_t i;
+    for (i = 0; i < n && items[i] != NULL; i++)
+        ;
+    if (i == n) {
+#if PY_VERSION_HEX < 0x030E0000
+        t = type->tp_alloc(type, n); /* filled before anything else can run */
+        if (t != NULL) {
+            for (i = 0; i < n; i++)
+                PyTuple_SET_ITEM(t, i, items[i]);
+            return t;
+        }
+#else /* 3.14 caches a tuple's hash in the object: let tuple.__new__ set that up */
+        PyObject *plain = PyTuple_New(n), *args = NULL;
+        if (plain != NULL) {
+            for (i = 0; i < n; i++)
+                PyTuple_SET_ITEM(plain, i, items[i]);
+            args = PyTuple_Pack(1, plain);
+            Py_DECREF(plain);
+            if (args != NULL) {
+                t = PyTuple_Type.tp_new(type, args, NULL);
+                Py_DECREF(args);
+            }
+            return t;
+        }
+#endif
+    }
+    for (i = 0; i < n; i++)
+        Py_XDECREF(items[i]);
+    return NULL;
+}
+
+/* Header(type, stream, session, seq, send_time_ns, flags). */
 static PyObject *new_header(PyObject *member, uint16_t stream, uint32_t session, uint64_t seq,
                             int64_t sent, uint16_t flags)
 {
-    PyObject *items[6];
-    items[0] = Py_NewRef(member);
-    items[1] = PyLong_FromUnsignedLong(stream);
-    items[2] = PyLong_FromUnsignedLong(session);
-    items[3] = PyLong_FromUnsignedLongLong(seq);
-    items[4] = PyLong_FromLongLong(sent);
-    items[5] = PyLong_FromUnsignedLong(flags);
-    PyObject *h = NULL;
-    if (items[1] && items[2] && items[3] && items[4] && items[5])
-        h = header_type->tp_alloc(header_type, 6);
-    if (h == NULL) {
-        for (int i = 0; i < 6; i++)
-            Py_XDECREF(items[i]);
-        return NULL;
-    }
-    for (int i = 0; i < 6; i++)
-        PyTuple_SET_ITEM(h, i, items[i]);
-    return h;
+    PyObject *items[6] = {Py_NewRef(member),
+                          PyLong_FromUnsignedLong(stream),
+                          PyLong_FromUnsignedLong(session),
+                          PyLong_FromUnsignedLongLong(seq),
+                          PyLong_FromLongLong(sent),
+                          PyLong_FromUnsignedLong(flags)};
+    return new_tuple(header_type, items, 6);
 }
 
 /* Datagram(header, message); steals both references. */
 static PyObject *new_datagram(PyObject *header, PyObject *message)
 {
-    PyObject *d = datagram_type->tp_alloc(datagram_type, 2);
-    if (d == NULL) {
-        Py_DECREF(header);
-        Py_DECREF(message);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(d, 0, header);
-    PyTuple_SET_ITEM(d, 1, message);
-    return d;
+    PyObject *items[2] = {header, message};
+    return new_tuple(datagram_type, items, 2);
 }
 
 /* The message of kind `k`: positions = numpy.frombuffer(owner, '<f8', n, offset), no
- * velocities or efforts, `gripper` (a float, or None when present == 0), ref 0 for a command.
- * Every field is set, as the dataclass __init__ would, without calling it. */
+ * velocities or efforts, `gripper` (a float, or None when present == 0). As the Python paths
+ * do: a JointCommand gets every field set (ref 0) without its __init__ (tests/test_wire.py
+ * fails if it gains a field), a JointState is made by its constructor. */
 static PyObject *new_joints(const Kind *k, PyObject *owner, Py_ssize_t n, Py_ssize_t offset,
                             int present, double gripper)
 {
@@ -154,6 +176,11 @@ static PyObject *new_joints(const Kind *k, PyObject *owner, Py_ssize_t n, Py_ssi
     grip = present ? PyFloat_FromDouble(gripper) : Py_NewRef(Py_None);
     if (grip == NULL)
         goto done;
+    if (!k->is_command) {
+        PyObject *kw[2] = {positions, grip};
+        message = PyObject_Vectorcall(k->cls, kw, 0, state_kwnames);
+        goto done;
+    }
     message = PyObject_CallOneArg(object_new, k->cls);
     if (message == NULL)
         goto done;
@@ -161,7 +188,7 @@ static PyObject *new_joints(const Kind *k, PyObject *owner, Py_ssize_t n, Py_ssi
         PyObject_SetAttr(message, s_velocities, Py_None) < 0 ||
         PyObject_SetAttr(message, s_efforts, Py_None) < 0 ||
         PyObject_SetAttr(message, s_gripper, grip) < 0 ||
-        (k->has_ref && PyObject_SetAttr(message, s_ref, zero) < 0))
+        PyObject_SetAttr(message, s_ref, zero) < 0)
         Py_CLEAR(message);
 done:
     Py_XDECREF(count);
@@ -200,65 +227,73 @@ static int fused_body(const unsigned char *b, Py_ssize_t body_len, Py_ssize_t *n
 /* ---- reading a message to send -------------------------------------------------------- */
 
 typedef struct {
-    Py_buffer view; /* the positions, C-contiguous float64 */
+    PyObject *positions; /* a float64 ndarray, one dimension (a reference held) */
     int present;
     double gripper;
 } Outgoing;
 
-/* 1 when `message` fits the fused layout (the positions' buffer is then held in out->view and
- * must be released), 0 when it does not (no exception set), -1 on a real error (MemoryError). */
+/* The message's fields, read in the order and with the checks of the Python paths
+ * (`_encode_joints_fast`, `Sealer.seal`): 1 when it fits the fused layout so far (out holds
+ * a reference to the positions), 0 when it does not (no exception set: the caller's Python path
+ * takes it), -1 with the exception an attribute read raised (the Python path raises it too).
+ * Whatever may run Python code (an attribute, the gripper's __float__) runs here, before the
+ * positions' memory is read. */
 static int read_joints(PyObject *message, Outgoing *out)
 {
-    PyObject *v = PyObject_GetAttr(message, s_velocities);
-    if (v == NULL)
-        goto no;
-    int none = v == Py_None;
-    Py_DECREF(v);
-    if (!none)
-        return 0;
-    v = PyObject_GetAttr(message, s_efforts);
-    if (v == NULL)
-        goto no;
-    none = v == Py_None;
-    Py_DECREF(v);
-    if (!none)
-        return 0;
     PyObject *positions = PyObject_GetAttr(message, s_positions);
     if (positions == NULL)
-        goto no;
-    int ok = Py_TYPE(positions) == ndarray_type;
-    if (ok) {
-        PyObject *dtype = PyObject_GetAttr(positions, s_dtype);
-        ok = dtype == f8;
-        Py_XDECREF(dtype);
+        return -1;
+    PyObject *v = PyObject_GetAttr(message, s_velocities);
+    if (v == NULL)
+        goto error;
+    int fits = v == Py_None;
+    Py_DECREF(v);
+    if (fits) {
+        v = PyObject_GetAttr(message, s_efforts);
+        if (v == NULL)
+            goto error;
+        fits = v == Py_None;
+        Py_DECREF(v);
     }
-    if (ok && PyObject_GetBuffer(positions, &out->view, PyBUF_C_CONTIGUOUS) < 0)
-        ok = 0;
-    Py_DECREF(positions);
-    if (!ok)
-        goto no;
-    if (out->view.ndim != 1 || out->view.itemsize != 8 || out->view.len > 8 * 0xFFFF) {
-        PyBuffer_Release(&out->view);
+    fits = fits && Py_TYPE(positions) == ndarray_type; /* exactly: its attributes are numpy's */
+    if (fits) {
+        PyObject *dtype = PyObject_GetAttr(positions, s_dtype);
+        if (dtype == NULL)
+            goto error;
+        int differs = PyObject_RichCompareBool(dtype, f8, Py_NE); /* identity first */
+        Py_DECREF(dtype);
+        if (differs < 0)
+            goto error;
+        fits = !differs;
+    }
+    if (fits) {
+        PyObject *ndim = PyObject_GetAttr(positions, s_ndim);
+        if (ndim == NULL)
+            goto error;
+        fits = PyLong_CheckExact(ndim) && PyLong_AsLong(ndim) == 1;
+        Py_DECREF(ndim);
+    }
+    if (!fits) {
+        Py_DECREF(positions);
         return 0;
     }
     PyObject *g = PyObject_GetAttr(message, s_gripper);
-    if (g == NULL) {
-        PyBuffer_Release(&out->view);
-        goto no;
-    }
+    if (g == NULL)
+        goto error;
     out->present = g != Py_None;
     out->gripper = out->present ? PyFloat_AsDouble(g) : 0.0;
     Py_DECREF(g);
     if (out->present && out->gripper == -1.0 && PyErr_Occurred()) {
-        PyBuffer_Release(&out->view);
-        goto no;
+        /* struct.pack_into words any failure here as struct.error: the Python path's None */
+        PyErr_Clear();
+        Py_DECREF(positions);
+        return 0;
     }
+    out->positions = positions;
     return 1;
-no: /* whatever went wrong, the Python path meets it again and says what it is */
-    if (PyErr_ExceptionMatches(PyExc_MemoryError))
-        return -1;
-    PyErr_Clear();
-    return 0;
+error:
+    Py_DECREF(positions);
+    return -1;
 }
 
 /* An int (an IntEnum member too) in [0, max]; 0 when it is not one (no exception set). */
@@ -293,7 +328,7 @@ static int as_i64(PyObject *o, int64_t *v)
 /* Header and fused prefix of a joint message at `p`: the layout `_FUSED` packs. */
 static void write_fused(unsigned char *p, unsigned mtype, uint16_t flags, uint16_t stream,
                         uint32_t session, uint16_t length, uint64_t seq, int64_t sent,
-                        const Outgoing *m, Py_ssize_t n)
+                        const Outgoing *m, const void *positions, Py_ssize_t n)
 {
     p[0] = 'T';
     p[1] = 'P';
@@ -316,7 +351,7 @@ static void write_fused(unsigned char *p, unsigned mtype, uint16_t flags, uint16
     p[46] = 8;
     p[47] = 0;
     /* '<f8' values (the dtype is checked by identity): their bytes are the wire's */
-    memcpy(p + FUSED_SIZE, m->view.buf, (size_t)(8 * n));
+    memcpy(p + FUSED_SIZE, positions, (size_t)(8 * n));
 }
 
 /* ---- the module's functions ----------------------------------------------------------- */
@@ -380,20 +415,25 @@ static int read_fields(PyObject *const *args, PyObject *sent, Fields *f)
            as_i64(sent, &f->sent);
 }
 
-/* The datagram of `message` in the fused layout, `trailer` bytes longer (left unwritten), in a
- * new bytes object (`as_bytes`) or bytearray, its body's length in *body; None when the message
- * does not fit the layout or the u16 body length, NULL on an error. */
-static PyObject *pack(PyObject *message, const Fields *f, uint16_t flags, Py_ssize_t trailer,
+/* The datagram of the message read into `m` (whose reference pack releases), in the fused
+ * layout and `trailer` bytes longer (left unwritten), in a new bytes object (`as_bytes`) or
+ * bytearray, its body's length in *body; None when the positions are not C-contiguous or the
+ * body does not fit the u16 body length, NULL on an error. From taking the positions' buffer
+ * to copying them, no Python code runs. */
+static PyObject *pack(Outgoing *m, const Fields *f, uint16_t flags, Py_ssize_t trailer,
                       int as_bytes, Py_ssize_t *body)
 {
-    Outgoing m;
-    int fits = read_joints(message, &m);
-    if (fits <= 0)
-        return fits < 0 ? NULL : Py_NewRef(Py_None);
-    Py_ssize_t n = m.view.len / 8;
+    Py_buffer view;
+    PyObject *out = NULL;
+    if (PyObject_GetBuffer(m->positions, &view, PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear(); /* not contiguous: the Python path copies it */
+        out = Py_NewRef(Py_None);
+        goto done;
+    }
+    Py_ssize_t n = view.len / 8;
     *body = FUSED_BODY + 8 * n;
-    PyObject *out;
-    if (*body + trailer > MAX_BODY)
+    if (view.ndim != 1 || view.itemsize != 8 || view.len > 8 * 0xFFFF ||
+        *body + trailer > MAX_BODY)
         out = Py_NewRef(Py_None);
     else {
         Py_ssize_t size = HEADER_SIZE + *body + trailer;
@@ -403,9 +443,11 @@ static PyObject *pack(PyObject *message, const Fields *f, uint16_t flags, Py_ssi
             write_fused(as_bytes ? (unsigned char *)PyBytes_AS_STRING(out)
                                  : (unsigned char *)PyByteArray_AS_STRING(out),
                         (unsigned)f->mtype, flags, (uint16_t)f->stream, (uint32_t)f->session,
-                        (uint16_t)(*body + trailer), f->seq, f->sent, &m, n);
+                        (uint16_t)(*body + trailer), f->seq, f->sent, m, view.buf, n);
     }
-    PyBuffer_Release(&m.view);
+    PyBuffer_Release(&view);
+done:
+    Py_CLEAR(m->positions);
     return out;
 }
 
@@ -416,11 +458,17 @@ static PyObject *encode_joints(PyObject *self, PyObject *const *args, Py_ssize_t
         return not_ready();
     if (!arity("encode_joints", nargs, 6))
         return NULL;
+    Outgoing m;
+    int fits = read_joints(args[0], &m); /* the message first, as the Python path reads it */
+    if (fits <= 0)
+        return fits < 0 ? NULL : Py_NewRef(Py_None);
     Fields f;
     Py_ssize_t body;
-    if (!read_fields(args + 1, args[5], &f))
+    if (!read_fields(args + 1, args[5], &f)) {
+        Py_DECREF(m.positions);
         Py_RETURN_NONE;
-    return pack(args[0], &f, 0, 0, 0, &body);
+    }
+    return pack(&m, &f, 0, 0, 0, &body);
 }
 
 static void nonce_of(unsigned char *nonce, uint64_t stream, uint64_t seq)
@@ -433,19 +481,25 @@ static void nonce_of(unsigned char *nonce, uint64_t stream, uint64_t seq)
  * None also when seq is not above `last` (the Python path refuses it with the reason). */
 static PyObject *seal_joints(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!codec_ready)
+    if (!codec_ready || !aead_ready)
         return not_ready();
     if (!arity("seal_joints", nargs, 8))
         return NULL;
+    Outgoing m;
+    int fits = read_joints(args[0], &m);
+    if (fits <= 0)
+        return fits < 0 ? NULL : Py_NewRef(Py_None);
     Fields f;
     uint64_t last;
     PyObject *key = args[7];
     if (aead_encrypt == NULL || !read_fields(args + 1, args[6], &f) ||
         !as_u64(args[5], UINT64_MAX, &last) || f.seq <= last || !PyBytes_CheckExact(key) ||
-        PyBytes_GET_SIZE(key) != KEY_SIZE)
+        PyBytes_GET_SIZE(key) != KEY_SIZE) {
+        Py_DECREF(m.positions);
         Py_RETURN_NONE;
+    }
     Py_ssize_t body;
-    PyObject *out = pack(args[0], &f, FLAG_AUTHENTICATED, TAG_SIZE, 1, &body);
+    PyObject *out = pack(&m, &f, FLAG_AUTHENTICATED, TAG_SIZE, 1, &body);
     if (out == NULL || out == Py_None)
         return out;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
@@ -460,7 +514,7 @@ static PyObject *seal_joints(PyObject *self, PyObject *const *args, Py_ssize_t n
 /* open_sealed(data, opener, openers) -> Datagram | None: `_open_well_formed`. */
 static PyObject *open_sealed(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!codec_ready)
+    if (!codec_ready || !aead_ready)
         return not_ready();
     if (!arity("open_sealed", nargs, 3))
         return NULL;
@@ -496,25 +550,30 @@ static PyObject *open_sealed(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *result = NULL, *key = NULL, *header = NULL, *plain = NULL, *message = NULL;
     if (opener == NULL || opener == Py_None)
         goto none;
+    if (Py_TYPE(opener) != opener_type) /* a subclass may override what this reads */
+        goto python;
     {
         PyObject *own = PyObject_GetAttr(opener, s_session);
         if (own == NULL)
             goto done;
         uint64_t own_session;
-        int same = as_u64(own, 0xFFFFFFFFu, &own_session) && own_session == session;
+        int exact = PyLong_CheckExact(own);
+        int same = exact && as_u64(own, 0xFFFFFFFFu, &own_session) && own_session == session;
         Py_DECREF(own);
+        if (!exact) /* compared with != by the Python path, whatever it is */
+            goto python;
         if (!same)
             goto none;
     }
     key = PyObject_GetAttr(opener, s_key);
-    if (key == NULL)
-        goto done;
-    if (aead_encrypt == NULL || !PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != KEY_SIZE) {
-        /* an opener without libsodium: its own one-pass open, in Python */
-        PyObject *call[3] = {data, opener, Py_None};
-        result = PyObject_Vectorcall(open_python, call, 3, NULL);
-        goto done;
+    if (key == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            goto done;
+        PyErr_Clear();
+        goto python;
     }
+    if (aead_encrypt == NULL || !PyBytes_CheckExact(key) || PyBytes_GET_SIZE(key) != KEY_SIZE)
+        goto python; /* an opener without libsodium */
     uint64_t stream = get16(p + 6), seq = get64(p + 16);
     header = new_header(member, (uint16_t)stream, session, seq, (int64_t)get64(p + 24),
                         FLAG_AUTHENTICATED);
@@ -551,6 +610,12 @@ static PyObject *open_sealed(PyObject *self, PyObject *const *args, Py_ssize_t n
     result = new_datagram(header, message);
     header = message = NULL; /* stolen */
     goto done;
+python: /* the Python one-pass open of `_open_well_formed`, for this opener */
+    {
+        PyObject *call[3] = {data, opener, Py_None};
+        result = PyObject_Vectorcall(open_python, call, 3, NULL);
+    }
+    goto done;
 none:
     result = Py_NewRef(Py_None);
 done:
@@ -564,17 +629,32 @@ done:
 
 /* ---- configuration -------------------------------------------------------------------- */
 
-static int keep(PyObject **slot, PyObject *value)
+static PyObject *already(const char *name)
 {
-    Py_XSETREF(*slot, Py_NewRef(value));
-    return 0;
+    PyErr_Format(PyExc_RuntimeError, "telepresence._native.%s was already called", name);
+    return NULL;
 }
 
-/* configure_codec(Header, Datagram, ndarray, f8, frombuffer, object_new, types, joints)
- * types: {int: MessageType member} for every type; joints: {int: (member, cls, has_ref)}. */
+/* A message type from a dict key: 0-255, else -1 with ValueError set. */
+static int type_code(PyObject *key)
+{
+    long t = PyLong_Check(key) ? PyLong_AsLong(key) : -1;
+    if (t < 0 || t > 255) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "a message type is an int from 0 to 255");
+        return -1;
+    }
+    return (int)t;
+}
+
+/* configure_codec(Header, Datagram, ndarray, f8, frombuffer, object_new, types, joints), once.
+ * types: {int: MessageType member} for every type; joints: {int: (member, cls, is_command)}.
+ * Everything is checked before anything is kept. */
 static PyObject *configure_codec(PyObject *self, PyObject *args)
 {
     PyObject *h, *d, *nd, *dtype, *fb, *new, *types, *js;
+    if (codec_ready)
+        return already("configure_codec");
     if (!PyArg_ParseTuple(args, "O!O!O!OOOO!O!:configure_codec", &PyType_Type, &h, &PyType_Type,
                           &d, &PyType_Type, &nd, &dtype, &fb, &new, &PyDict_Type, &types,
                           &PyDict_Type, &js))
@@ -586,54 +666,69 @@ static PyObject *configure_codec(PyObject *self, PyObject *args)
     }
     Py_ssize_t pos = 0;
     PyObject *key, *value;
-    while (PyDict_Next(types, &pos, &key, &value)) {
-        long t = PyLong_AsLong(key);
-        if (t < 0 || t > 255) {
-            PyErr_SetString(PyExc_ValueError, "message type out of range");
+    while (PyDict_Next(types, &pos, &key, &value))
+        if (type_code(key) < 0)
             return NULL;
-        }
-        keep(&type_of[t], value);
-    }
     pos = 0;
     while (PyDict_Next(js, &pos, &key, &value)) {
-        long t = PyLong_AsLong(key);
         PyObject *member, *cls;
-        int has_ref;
-        if (t < 0 || t > 255 || !PyArg_ParseTuple(value, "OOp", &member, &cls, &has_ref)) {
-            PyErr_SetString(PyExc_ValueError, "joints: {type: (member, cls, has_ref)}");
+        int is_command;
+        if (type_code(key) < 0)
+            return NULL;
+        if (!PyTuple_Check(value) ||
+            !PyArg_ParseTuple(value, "OO!p", &member, &PyType_Type, &cls, &is_command)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "joints: {type: (member, class, is_command)}");
             return NULL;
         }
-        keep(&joints[t].member, member);
-        keep(&joints[t].cls, cls);
-        joints[t].has_ref = has_ref;
     }
-    keep((PyObject **)&header_type, h);
-    keep((PyObject **)&datagram_type, d);
-    keep((PyObject **)&ndarray_type, nd);
-    keep(&f8, dtype);
-    keep(&frombuffer, fb);
-    keep(&object_new, new);
+    pos = 0;
+    while (PyDict_Next(types, &pos, &key, &value))
+        type_of[type_code(key)] = Py_NewRef(value);
+    pos = 0;
+    while (PyDict_Next(js, &pos, &key, &value)) {
+        Kind *k = &joints[type_code(key)];
+        k->member = Py_NewRef(PyTuple_GET_ITEM(value, 0));
+        k->cls = Py_NewRef(PyTuple_GET_ITEM(value, 1));
+        k->is_command = PyObject_IsTrue(PyTuple_GET_ITEM(value, 2));
+    }
+    header_type = (PyTypeObject *)Py_NewRef(h);
+    datagram_type = (PyTypeObject *)Py_NewRef(d);
+    ndarray_type = (PyTypeObject *)Py_NewRef(nd);
+    f8 = Py_NewRef(dtype);
+    frombuffer = Py_NewRef(fb);
+    object_new = Py_NewRef(new);
     codec_ready = 1;
     Py_RETURN_NONE;
 }
 
-/* configure_aead(encrypt_address, decrypt_address, forged, decode_body, open_python)
- * The addresses are libsodium's crypto_aead_chacha20poly1305_ietf_encrypt/_decrypt (0: none). */
+/* configure_aead(encrypt_address, decrypt_address, Opener, forged, decode_body, open_python),
+ * once. The addresses are libsodium's crypto_aead_chacha20poly1305_ietf_encrypt and _decrypt,
+ * or both 0 (the C seal and open then leave every datagram to the Python paths). */
 static PyObject *configure_aead(PyObject *self, PyObject *args)
 {
     unsigned long long enc, dec;
-    PyObject *f, *db, *op;
-    if (!PyArg_ParseTuple(args, "KKOOO:configure_aead", &enc, &dec, &f, &db, &op))
+    PyObject *opener, *f, *db, *op;
+    if (aead_ready)
+        return already("configure_aead");
+    if (!PyArg_ParseTuple(args, "KKO!OOO:configure_aead", &enc, &dec, &PyType_Type, &opener, &f,
+                          &db, &op))
         return NULL;
-    keep(&forged, f);
-    keep(&decode_body, db);
-    keep(&open_python, op);
     if ((enc == 0) != (dec == 0)) {
         PyErr_SetString(PyExc_ValueError, "give both libsodium functions, or neither");
         return NULL;
     }
+    if (!PyCallable_Check(f) || !PyCallable_Check(db) || !PyCallable_Check(op)) {
+        PyErr_SetString(PyExc_TypeError, "forged, decode_body and open_python must be callable");
+        return NULL;
+    }
+    opener_type = (PyTypeObject *)Py_NewRef(opener);
+    forged = Py_NewRef(f);
+    decode_body = Py_NewRef(db);
+    open_python = Py_NewRef(op);
     aead_encrypt = (encrypt_fn)(uintptr_t)enc;
     aead_decrypt = (decrypt_fn)(uintptr_t)dec;
+    aead_ready = 1;
     Py_RETURN_NONE;
 }
 
@@ -666,11 +761,13 @@ PyMODINIT_FUNC PyInit__native(void)
     s_gripper = PyUnicode_InternFromString("gripper");
     s_ref = PyUnicode_InternFromString("ref");
     s_dtype = PyUnicode_InternFromString("dtype");
+    s_ndim = PyUnicode_InternFromString("ndim");
     s_key = PyUnicode_InternFromString("_key");
     s_session = PyUnicode_InternFromString("session");
     s_get = PyUnicode_InternFromString("get");
-    if (!zero || !s_positions || !s_velocities || !s_efforts || !s_gripper || !s_ref || !s_dtype ||
-        !s_key || !s_session || !s_get)
+    state_kwnames = s_positions && s_gripper ? PyTuple_Pack(2, s_positions, s_gripper) : NULL;
+    if (!zero || !state_kwnames || !s_positions || !s_velocities || !s_efforts || !s_gripper ||
+        !s_ref || !s_dtype || !s_ndim || !s_key || !s_session || !s_get)
         return NULL;
     return PyModule_Create(&module);
 }

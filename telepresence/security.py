@@ -492,5 +492,5 @@ _open_fast: Callable[[bytes, Opener | None, Mapping[int, Opener] | None], Datagr
 )
 _SODIUM = sodium_function_addresses()
 if _native is not None and _SODIUM is not None:
-    _native.configure_aead(*_SODIUM, _forged, decode_body, _open_well_formed)
+    _native.configure_aead(*_SODIUM, Opener, _forged, decode_body, _open_well_formed)
     _open_fast, _seal_joints = _native.open_sealed, _native.seal_joints

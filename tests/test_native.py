@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import struct
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable
 from types import MappingProxyType
@@ -338,3 +340,130 @@ def test_the_c_paths_leak_nothing() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 64 * 1024, f"{grown} bytes kept after 20k rounds of every C path"
+
+
+# ---------------------------------------------------------------------------------------------
+# Odd objects: Python code running inside a C call, look-alike openers
+
+
+class _Resizes:
+    """A gripper whose __float__ reallocates the positions array under the encoder."""
+
+    def __init__(self, positions: np.ndarray, size: int) -> None:
+        self.positions, self.size = positions, size
+
+    def __float__(self) -> float:
+        self.positions.resize(self.size, refcheck=False)
+        self.positions[:] = np.arange(self.size) + 7.0
+        return 0.5
+
+
+@pytest.mark.parametrize("size", [2, 64])
+def test_the_c_encoder_never_copies_positions_from_freed_memory(size: int) -> None:
+    # Everything that may run Python code runs before the positions' memory is read, so what
+    # is sent is the array as it stands after the gripper's __float__, never stale memory.
+    c = native.module
+    assert c is not None
+    for seal in (False, True):
+        positions = np.arange(4, dtype="<f8") + 1.0
+        message = JointCommand(positions=positions, gripper=_Resizes(positions, size))  # type: ignore[arg-type]
+        if seal:
+            data = c.seal_joints(message, 0x10, 1, SESSION, 2, 1, 3, KEY)
+            opened = Opener(KEY, SESSION).open(data)
+        else:
+            opened = decode(bytes(c.encode_joints(message, 0x10, 1, SESSION, 2, 3)))
+        assert opened.message.positions.tolist() == (np.arange(size) + 7.0).tolist()
+        assert opened.message.gripper == 0.5
+
+
+class _Refuses:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __float__(self) -> float:
+        raise self.exc
+
+
+def _unset(name: str) -> JointCommand:
+    message = JointCommand(positions=np.zeros(3), gripper=0.5)
+    delattr(message, name)
+    return message
+
+
+ODD_OBJECTS = {
+    **{f"no {name}": lambda n=name: _unset(n) for name in ("positions", "velocities", "gripper")},
+    "gripper raises MemoryError": lambda: JointCommand(
+        positions=np.zeros(3),
+        gripper=_Refuses(MemoryError()),  # type: ignore[arg-type]
+    ),
+    "gripper raises ValueError": lambda: JointCommand(
+        positions=np.zeros(3),
+        gripper=_Refuses(ValueError("no")),  # type: ignore[arg-type]
+    ),
+}
+
+
+@pytest.mark.parametrize("make", ODD_OBJECTS.values(), ids=ODD_OBJECTS.keys())
+@pytest.mark.parametrize("stream", [1, -1])
+def test_messages_that_raise_fail_alike_with_and_without_c(make: Any, stream: int) -> None:
+    c, py = both(lambda: encode(make(), stream=stream, session=SESSION, seq=2, send_time_ns=3))
+    assert c == py
+    c, py = both(lambda: Sealer(KEY, SESSION).seal(make(), stream=stream, seq=2, send_time_ns=3))
+    assert c == py
+
+
+class _Session(int):
+    def __ne__(self, other: object) -> bool:
+        return True
+
+
+class _OwnOpen(Opener):
+    """An Opener subclass that counts its opens."""
+
+    opened = 0
+
+    def open(self, data: Any) -> Datagram:
+        type(self).opened += 1
+        return super().open(data)
+
+
+def test_look_alike_openers_get_the_python_path() -> None:
+    sealed = Sealer(KEY, SESSION).seal(JointCommand(positions=np.zeros(6)), stream=1, seq=4,
+                                       send_time_ns=0)  # fmt: skip
+    odd_session = Opener(KEY, SESSION)
+    odd_session.session = _Session(SESSION)
+    keyless = Opener(KEY, SESSION)
+    del keyless._key
+    for opener in (odd_session, keyless, _OwnOpen(KEY, SESSION)):
+        c, py = both(lambda o=opener: open_datagram(sealed, {SESSION: o}))
+        assert c == py
+    assert c[0] == "ok"  # the subclass opens (the others: whatever Python says)
+
+
+def test_headers_built_in_c_hash_like_python_ones() -> None:
+    data = bytes(encode(JointCommand(positions=np.zeros(6)), stream=1, session=SESSION, seq=4,
+                        send_time_ns=5))  # fmt: skip
+    in_c = decode(data).header
+    in_python = python_only(lambda: decode(data)).header
+    assert in_c == in_python and hash(in_c) == hash(in_python) and in_c in {in_python}
+
+
+def test_the_extension_is_configured_once_and_refuses_to_work_unconfigured() -> None:
+    c = native.module
+    assert c is not None
+    with pytest.raises(RuntimeError, match="already called"):
+        c.configure_aead(0, 0, Opener, repr, repr, repr)
+    # A process that imported the codec only: the sealed paths say so, nothing crashes.
+    script = (
+        "import telepresence.wire.codec, telepresence._native as c\n"
+        "for call in (lambda: c.open_sealed(b'TP' + bytes(62), None, None),\n"
+        "             lambda: c.seal_joints(*[None] * 8)):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except RuntimeError as exc:\n"
+        "        print('refused:', exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("refused: telepresence._native is not configured") == 2
