@@ -18,7 +18,7 @@ Each returns None for anything but the one shape it takes, and the caller then r
 Python path, which handles every other message and words every error: the wire format, the
 errors and the results are the same with or without the extension (the tests run both and
 compare them). It is built by ``pip install`` when a C compiler is there (``setup.py``); when it
-is not, the package runs in Python alone, about 7 µs slower per secure round trip in the
+is not, the package runs in Python alone, about 10 µs slower per secure round trip in the
 benchmarks (docs/benchmarks.md §5).
 
 ``TELEPRESENCE_PURE_PYTHON=1`` in the environment leaves the extension unloaded, to measure or

@@ -26,7 +26,7 @@ joint layout is parsed here for sealed bodies, as ``telepresence.wire.codec`` pa
 plain datagrams; everything else takes the general paths, and the tests check that the two
 ciphers (one with these paths, one without) give the same bytes and messages. Where the C
 extension is built (`telepresence.native`), those two functions run in C (`_seal_joints`,
-`_open_fast`), calling libsodium directly: about 2 µs less per seal or open in situ, with the
+`_open_fast`), calling libsodium directly: 1-3 µs less per seal or open in situ, with the
 same results (tests/test_native.py runs both).
 """
 
