@@ -19,7 +19,7 @@ from netsim.profiles import PROFILES
 from netsim.units import parse_rate
 from robots import plugins
 from robots.exceptions import RobotsError
-from telepresence import options
+from telepresence import native, options
 from telepresence.aio import LOOP_CHOICES, loop_factory
 from telepresence.apps import data_address, run_station, serve_robot
 from telepresence.control.client import ControlClient
@@ -459,7 +459,7 @@ def _format_counters(summary: dict[str, Any]) -> str:
     aead = summary.get("aead")
     lines.append(
         f"  data plane: {f'secure ({aead})' if aead else 'INSECURE'}, hot path in "
-        f"{'C' if summary.get('hot_path') == 'c' else 'Python'}"
+        f"{native.label(summary.get('hot_path', ''))}"
     )
     loss = summary["uplink_loss"]
     if loss is not None:
@@ -580,7 +580,7 @@ def cmd_robot(args: argparse.Namespace) -> int:
     print(
         f"robot {core.manifest.robot_id} ({args.driver}) on {status['address']}: "
         f"mode {status['mode']}, {'secure' if secure else 'INSECURE'}, hot path in "
-        f"{'C' if status['hot_path'] == 'c' else 'Python'}"
+        f"{native.label(status['hot_path'])}"
     )
     print("  " + ", ".join(f"{k} {v}" for k, v in status["counters"].items()))
     lat = status["tick_lateness"]

@@ -31,7 +31,7 @@ import importlib
 import os
 from types import ModuleType
 
-__all__ = ["IMPLEMENTATION", "UNAVAILABLE", "module"]
+__all__ = ["IMPLEMENTATION", "UNAVAILABLE", "label", "module"]
 
 ENV_PURE_PYTHON = "TELEPRESENCE_PURE_PYTHON"
 
@@ -49,3 +49,8 @@ module, UNAVAILABLE = _load()
 """The extension module, or None and why not."""
 IMPLEMENTATION = "c" if module is not None else "python"
 """What runs the hot path: ``c`` (the extension) or ``python``."""
+
+
+def label(implementation: str) -> str:
+    """How a report names an implementation (``c`` or ``python``, as in `IMPLEMENTATION`)."""
+    return "C" if implementation == "c" else "Python"

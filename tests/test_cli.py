@@ -167,7 +167,7 @@ def test_robot_and_station_as_separate_commands(tmp_path: Path) -> None:
     assert s["control"]["held_control"] and r["secure"]
     assert s["aead"] == r["aead"] == "libsodium"  # the data plane's ChaCha20-Poly1305
     assert s["hot_path"] == r["hot_path"] == native.IMPLEMENTATION  # test_native: "c" here
-    where = "C" if native.IMPLEMENTATION == "c" else "Python"
+    where = native.label(native.IMPLEMENTATION)
     assert f"data plane: secure (libsodium), hot path in {where}" in station.stdout
     assert f"secure, hot path in {where}" in robot_out
 
